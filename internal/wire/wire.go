@@ -1,0 +1,131 @@
+// Package wire holds what several gamerelay roles must agree on: game ids,
+// the game → partition hash, NATS subjects, stream and bucket names, and
+// message headers. It has no state; everything in it is safe for concurrent use.
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// MaxGameLen is the longest accepted game id.
+const MaxGameLen = 64
+
+// ErrInvalidGame reports a game id that is empty, too long, or holds
+// characters outside [A-Za-z0-9_-] (a game id is one NATS subject token).
+var ErrInvalidGame = errors.New("invalid game id")
+
+// ValidateGame checks that id can name a game.
+func ValidateGame(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidGame)
+	}
+	if len(id) > MaxGameLen {
+		return fmt.Errorf("%w: longer than %d bytes", ErrInvalidGame, MaxGameLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return fmt.Errorf("%w: byte %q at offset %d (allowed: A-Z a-z 0-9 _ -)", ErrInvalidGame, c, i)
+		}
+	}
+	return nil
+}
+
+// Partition maps a game id onto one of n partitions: FNV-1a (32 bit) of the
+// id, modulo n. Every component computes it the same way.
+func Partition(game string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	const (
+		offset32 = 2166136261
+		prime32  = 16777619
+	)
+	h := uint32(offset32)
+	for i := 0; i < len(game); i++ {
+		h ^= uint32(game[i])
+		h *= prime32
+	}
+	return int(h % uint32(n))
+}
+
+// DefaultNamespace prefixes every subject, stream and bucket name.
+const DefaultNamespace = "gr"
+
+// Names derives every JetStream and NATS name from one namespace, so several
+// independent gamerelay installations can share a NATS account.
+type Names struct {
+	NS string // subject prefix and stream/bucket name prefix; "" means DefaultNamespace
+}
+
+func (n Names) ns() string {
+	if n.NS == "" {
+		return DefaultNamespace
+	}
+	return n.NS
+}
+
+// Stream is the name of partition p's stream: "<ns>_log_<p>".
+func (n Names) Stream(p int) string { return n.ns() + "_log_" + strconv.Itoa(p) }
+
+// LogSubject is the subject game messages are stored on: "<ns>.log.<p>.<game>".
+func (n Names) LogSubject(p int, game string) string {
+	return n.ns() + ".log." + strconv.Itoa(p) + "." + game
+}
+
+// LogFilter matches every game of partition p: "<ns>.log.<p>.*".
+func (n Names) LogFilter(p int) string { return n.ns() + ".log." + strconv.Itoa(p) + ".*" }
+
+// LiveSubject is where the stream republishes a stored message for live
+// delivery: "<ns>.live.<p>.<game>".
+func (n Names) LiveSubject(p int, game string) string {
+	return n.ns() + ".live." + strconv.Itoa(p) + "." + game
+}
+
+// LiveFilter matches the live subjects of every game in partition p.
+func (n Names) LiveFilter(p int) string { return n.ns() + ".live." + strconv.Itoa(p) + ".*" }
+
+// AppendSubject is the request subject of partition p's sequencer: "<ns>.append.<p>".
+func (n Names) AppendSubject(p int) string { return n.ns() + ".append." + strconv.Itoa(p) }
+
+// LeaseBucket is the KV bucket holding partition leases and sequencer heartbeats.
+func (n Names) LeaseBucket() string { return n.ns() + "_leases" }
+
+// HeadsBucket is the KV bucket holding per-game head checkpoints, so numbering
+// continues after retention removed every stored message of an idle game.
+func (n Names) HeadsBucket() string { return n.ns() + "_heads" }
+
+// Headers of stored game messages and of append requests.
+const (
+	// HdrMsgID carries a stored message's msg_id (decimal).
+	HdrMsgID = "Gr-Msg-Id"
+	// HdrAnchor carries the stream sequence of the first message of the
+	// page (PageSize msg_ids) holding msg_id-1: an absolute decimal sequence,
+	// or "-d" meaning own sequence minus d. Absent on msg_id 1 and on the
+	// first message after the game's stored history was lost to retention.
+	HdrAnchor = "Gr-Anchor"
+	// HdrTS carries the append time in Unix milliseconds.
+	HdrTS = "Gr-Ts"
+	// HdrGame names the game in an append request.
+	HdrGame = "Gr-Game"
+	// HdrIdem carries the caller's idempotency key in an append request;
+	// retries with the same key append at most once (within the stream's
+	// duplicate window).
+	HdrIdem = "Gr-Idem"
+)
+
+// PageSize is the number of msg_ids per anchor page (see HdrAnchor).
+const PageSize = 128
+
+// PageStart returns the first msg_id of the page holding id (id ≥ 1).
+func PageStart(id uint64) uint64 { return (id-1)/PageSize*PageSize + 1 }
+
+// Reserved top-level fields of a game message: only gamerelay sets them.
+var Reserved = [...]string{"msg_id", "client_id", "ts", "user", "source"}
+
+// Reserved message types: a client may not send these.
+var ReservedTypes = [...]string{"join", "joined", "create", "created", "error", "presence"}
