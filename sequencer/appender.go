@@ -1,0 +1,583 @@
+package sequencer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/gamerelay/gamerelay/internal/wire"
+)
+
+// Result is where an appended message landed.
+type Result struct {
+	MsgID     uint64 // the game's message number
+	Seq       uint64 // stream sequence
+	TS        int64  // append time, Unix milliseconds
+	Duplicate bool   // the idempotency key had already been appended
+}
+
+// maxQueue bounds the messages waiting behind one game's in-flight append.
+const maxQueue = 10_000
+
+// maxBatchBytes bounds the payload of one atomic batch.
+const maxBatchBytes = 4 << 20
+
+// Appender numbers and appends game messages. Per game it keeps at most one
+// publish in flight and sends everything queued behind it as one atomic
+// batch when it returns; games are appended in parallel. Correctness rests on
+// JetStream's expected-last-subject-sequence check alone, so any number of
+// Appenders, in any processes, may append to the same game.
+type Appender struct {
+	// Static after construction.
+	cfg      Config
+	names    wire.Names
+	st       *store
+	heads    jetstream.KeyValue
+	log      *slog.Logger
+	m        *Metrics
+	batchSem []chan struct{} // per partition: atomic batches in flight
+	idPrefix string
+	ctx      context.Context // cancelled by Close to abandon retries
+	cancel   context.CancelFunc
+
+	idSeq atomic.Uint64
+	wg    sync.WaitGroup // flush goroutines, janitor, checkpointer
+
+	mu sync.Mutex
+	// Guarded by mu.
+	games       map[string]*gameState
+	closing     bool
+	checkpoints map[string]uint64 // game → msg_id to record in the heads bucket
+}
+
+type gameState struct {
+	// Static after construction.
+	name    string
+	p       int
+	subject string
+
+	// Guarded by Appender.mu.
+	queue    []*pending
+	busy     bool                // a flush goroutine owns the fields below
+	byIdem   map[string]*pending // queued or in flight, by idempotency key
+	lastUsed time.Time
+
+	// Owned by the flush goroutine while busy; read under mu otherwise.
+	known   bool   // the fields below reflect a head we read or wrote
+	lastSeq uint64 // stream sequence of the game's last message (0: none)
+	lastID  uint64 // msg_id of the game's last message
+	pageSeq uint64 // stream sequence of msg_id PageStart(lastID); 0 if unknown
+}
+
+type pending struct {
+	body  []byte
+	idem  string
+	calls []func(Result, error)
+}
+
+// NewAppender returns an Appender publishing through nc. The streams and
+// buckets must exist (Provision).
+func NewAppender(ctx context.Context, nc *nats.Conn, cfg Config) (*Appender, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	heads, err := js.KeyValue(ctx, cfg.names().HeadsBucket())
+	if err != nil {
+		return nil, errors.Join(errors.New("sequencer: open heads bucket (run Provision first)"), err)
+	}
+	a := &Appender{
+		cfg:         cfg,
+		names:       cfg.names(),
+		st:          &store{nc: nc, names: cfg.names(), timeout: cfg.RequestTimeout},
+		heads:       heads,
+		log:         cfg.Logger,
+		m:           cfg.Metrics,
+		batchSem:    make([]chan struct{}, cfg.Partitions),
+		idPrefix:    nuid.Next() + "-",
+		games:       make(map[string]*gameState),
+		checkpoints: make(map[string]uint64),
+	}
+	for i := range a.batchSem {
+		a.batchSem[i] = make(chan struct{}, cfg.MaxInflightBatches)
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.wg.Add(2)
+	go a.janitor()
+	go a.checkpointer()
+	return a, nil
+}
+
+// Append appends body (a JSON object, see ValidateBody) to the game's log and
+// waits until it is stored. idem, if not empty, makes retries safe: every
+// append with the same key within the duplicate window yields the same
+// Result. If ctx ends first the message may still be appended; retry with
+// the same key to learn its msg_id.
+func (a *Appender) Append(ctx context.Context, game string, body []byte, idem string) (Result, error) {
+	type outcome struct {
+		r   Result
+		err error
+	}
+	ch := make(chan outcome, 1)
+	if err := a.AppendAsync(game, body, idem, func(r Result, err error) { ch <- outcome{r, err} }); err != nil {
+		return Result{}, err
+	}
+	select {
+	case o := <-ch:
+		return o.r, o.err
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
+
+// AppendAsync is Append without waiting: done is called exactly once, from
+// another goroutine, unless AppendAsync itself returns an error. done must
+// not block.
+func (a *Appender) AppendAsync(game string, body []byte, idem string, done func(Result, error)) error {
+	if err := wire.ValidateGame(game); err != nil {
+		a.countFail(wire.CodeInvalidGame)
+		return errorf(wire.CodeInvalidGame, "%v", err)
+	}
+	if err := ValidateBody(body, a.cfg.MaxMessageBytes); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			a.countFail(e.Code)
+		}
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closing {
+		return ErrClosed
+	}
+	g := a.games[game]
+	if g == nil {
+		p := wire.Partition(game, a.cfg.Partitions)
+		g = &gameState{name: game, p: p, subject: a.names.LogSubject(p, game)}
+		a.games[game] = g
+		if a.m != nil {
+			a.m.GamesActive.Inc()
+		}
+	}
+	if idem != "" {
+		if p := g.byIdem[idem]; p != nil {
+			p.calls = append(p.calls, done)
+			return nil
+		}
+	}
+	if len(g.queue) >= maxQueue {
+		a.countFail(wire.CodeUnavailable)
+		return errorf(wire.CodeUnavailable, "game %s has %d appends waiting; retry later", game, len(g.queue))
+	}
+	p := &pending{body: body, idem: idem, calls: []func(Result, error){done}}
+	if idem == "" {
+		p.idem = a.idPrefix + strconv.FormatUint(a.idSeq.Add(1), 36)
+	} else {
+		if g.byIdem == nil {
+			g.byIdem = make(map[string]*pending)
+		}
+		g.byIdem[idem] = p
+	}
+	g.queue = append(g.queue, p)
+	if !g.busy {
+		g.busy = true
+		a.wg.Add(1)
+		go a.flush(g)
+	}
+	return nil
+}
+
+func (a *Appender) countFail(code string) {
+	if a.m != nil {
+		a.m.AppendFailed.WithLabelValues(code).Inc()
+	}
+}
+
+// flush appends the game's queue, one publish at a time, until it is empty.
+func (a *Appender) flush(g *gameState) {
+	defer a.wg.Done()
+	for {
+		a.mu.Lock()
+		n, size := 0, 0
+		for n < len(g.queue) && n < a.cfg.MaxBatch && (n == 0 || size+len(g.queue[n].body) <= maxBatchBytes) {
+			size += len(g.queue[n].body)
+			n++
+		}
+		if n < a.cfg.BatchMin {
+			n = min(n, 1)
+		}
+		if n == 0 {
+			g.busy = false
+			g.queue = nil
+			g.lastUsed = time.Now()
+			a.mu.Unlock()
+			return
+		}
+		batch := g.queue[:n:n]
+		g.queue = g.queue[n:]
+		a.mu.Unlock()
+
+		res, errs := a.appendBatch(g, batch)
+
+		a.mu.Lock()
+		for _, p := range batch {
+			if g.byIdem[p.idem] == p {
+				delete(g.byIdem, p.idem)
+			}
+		}
+		a.mu.Unlock()
+		for i, p := range batch {
+			if errs[i] != nil {
+				var e *Error
+				if errors.As(errs[i], &e) {
+					a.countFail(e.Code)
+				} else {
+					a.countFail(wire.CodeInternal)
+				}
+			}
+			for _, call := range p.calls {
+				call(res[i], errs[i])
+			}
+		}
+	}
+}
+
+// appendBatch appends batch in order, retrying until each message is stored,
+// refused for good, or the Appender closes.
+func (a *Appender) appendBatch(g *gameState, batch []*pending) ([]Result, []error) {
+	res := make([]Result, len(batch))
+	errs := make([]error, len(batch))
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 && !a.sleep(attempt) {
+			for i := range errs {
+				errs[i] = ErrClosed
+			}
+			return res, errs
+		}
+		if !g.known {
+			if err := a.refresh(g, attempt > 1); err != nil {
+				a.retried("head")
+				a.log.Debug("sequencer: read head", "game", g.name, "err", err)
+				continue
+			}
+		}
+		ack, ts, err := a.publish(g, batch)
+		if err == nil {
+			if ack.Duplicate {
+				// Only a single publish is answered this way.
+				r, err := a.duplicate(g, ack.Seq)
+				if err != nil {
+					a.retried("duplicate_lookup")
+					continue
+				}
+				res[0] = r
+				return res, errs
+			}
+			a.advance(g, batch, ack.Seq, ts, res)
+			return res, errs
+		}
+		code := errCode(err)
+		switch code {
+		case errCodeWrongLastSeq, errCodeWrongLastSeqConst, errCodeLastSeqNotReady:
+			g.known = false
+			if a.m != nil {
+				a.m.Conflicts.WithLabelValues(strconv.Itoa(code)).Inc()
+			}
+			continue
+		case errCodeBatchDuplicate:
+			// Part of the batch was stored by an earlier attempt (lost ack)
+			// or by another sequencer: settle each message on its own.
+			a.retried("batch_duplicate")
+			for i := range batch {
+				r, e := a.appendBatch(g, batch[i:i+1])
+				res[i], errs[i] = r[0], e[0]
+			}
+			return res, errs
+		case errCodeBatchIncomplete, errCodeBatchTooMany, errCodeClusterUnavailable:
+			g.known = false
+			a.retried("batch")
+			continue
+		}
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Code >= 400 && ae.Code < 500 {
+			// Refused for good, e.g. larger than the stream allows.
+			if len(batch) > 1 {
+				for i := range batch {
+					r, e := a.appendBatch(g, batch[i:i+1])
+					res[i], errs[i] = r[0], e[0]
+				}
+				return res, errs
+			}
+			a.log.Warn("sequencer: append refused", "game", g.name, "err", err)
+			errs[0] = errorf(wire.CodeInvalidMessage, "refused by the log: %s", ae.Desc)
+			return res, errs
+		}
+		// Timeout, no responders, leader change, lost connection: the
+		// outcome is unknown, so re-read the head; the idempotency keys make
+		// the retry safe.
+		g.known = false
+		a.retried("transport")
+		a.log.Debug("sequencer: publish", "game", g.name, "err", err, "attempt", attempt)
+	}
+}
+
+func (a *Appender) retried(reason string) {
+	if a.m != nil {
+		a.m.Retries.WithLabelValues(reason).Inc()
+	}
+}
+
+// sleep backs off before retry attempt n (≥1) with full jitter; false if the
+// Appender closed meanwhile.
+func (a *Appender) sleep(n int) bool {
+	d := time.Duration(250<<min(n, 12)) * time.Microsecond // 0.5ms … 1s
+	d = time.Duration(rand.Int64N(int64(d))) + 100*time.Microsecond
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-a.ctx.Done():
+		return false
+	}
+}
+
+// refresh reads the game's head from the stream; fromLeader avoids a replica
+// that may trail the leader.
+func (a *Appender) refresh(g *gameState, fromLeader bool) error {
+	var (
+		head Stored
+		err  error
+	)
+	if fromLeader {
+		head, err = a.st.lastFromLeader(a.ctx, g.p, g.name)
+	} else {
+		head, err = a.st.last(a.ctx, g.p, g.name)
+	}
+	switch {
+	case errors.Is(err, errNotFound):
+		// No stored message: a new game, or one whose every message
+		// retention removed. The checkpoint keeps numbering going.
+		var id uint64
+		e, kerr := a.heads.Get(a.ctx, g.name)
+		switch {
+		case kerr == nil:
+			id, _ = strconv.ParseUint(string(e.Value()), 10, 64)
+		case !errors.Is(kerr, jetstream.ErrKeyNotFound):
+			return kerr
+		}
+		g.lastSeq, g.lastID, g.pageSeq = 0, id, 0
+	case err != nil:
+		return err
+	default:
+		g.lastSeq, g.lastID = head.Seq, head.ID
+		if wire.PageStart(head.ID) == head.ID {
+			g.pageSeq = head.Seq
+		} else {
+			g.pageSeq = head.Anchor // PageStart(ID-1) == PageStart(ID)
+		}
+	}
+	g.known = true
+	return nil
+}
+
+// publish stamps and sends batch: one checked publish, or an atomic batch
+// whose first message carries the check.
+func (a *Appender) publish(g *gameState, batch []*pending) (*pubAck, int64, error) {
+	ts := time.Now().UnixMilli()
+	first := g.lastID + 1
+	msgs := make([]*nats.Msg, len(batch))
+	for i, p := range batch {
+		id := first + uint64(i)
+		h := make(nats.Header, 6)
+		h[wire.HdrMsgID] = []string{strconv.FormatUint(id, 10)}
+		h[wire.HdrTS] = []string{strconv.FormatInt(ts, 10)}
+		h["Nats-Msg-Id"] = []string{p.idem}
+		if id > 1 {
+			if anchor := wire.PageStart(id - 1); anchor >= first {
+				h[wire.HdrAnchor] = []string{"-" + strconv.FormatUint(id-anchor, 10)}
+			} else if g.pageSeq != 0 {
+				h[wire.HdrAnchor] = []string{strconv.FormatUint(g.pageSeq, 10)}
+			}
+		}
+		if i == 0 {
+			h["Nats-Expected-Last-Subject-Sequence"] = []string{strconv.FormatUint(g.lastSeq, 10)}
+		}
+		msgs[i] = &nats.Msg{Subject: g.subject, Header: h, Data: stamp(make([]byte, 0, len(p.body)+40), p.body, id, ts)}
+	}
+	start := time.Now()
+	var (
+		ack *pubAck
+		err error
+	)
+	if len(msgs) == 1 {
+		ack, err = a.st.publish(a.ctx, msgs[0])
+	} else {
+		select {
+		case a.batchSem[g.p] <- struct{}{}:
+		case <-a.ctx.Done():
+			return nil, ts, ErrClosed
+		}
+		ack, err = a.st.publishBatch(a.ctx, nuid.Next(), msgs)
+		<-a.batchSem[g.p]
+		if err == nil && ack.Count != uint64(len(msgs)) {
+			err = errors.New("sequencer: batch ack count mismatch")
+		}
+	}
+	if a.m != nil {
+		a.m.AppendLatency.Observe(time.Since(start).Seconds())
+		if err == nil {
+			a.m.BatchSize.Observe(float64(len(msgs)))
+		}
+	}
+	return ack, ts, err
+}
+
+// advance records a stored batch whose last message has sequence lastSeq.
+func (a *Appender) advance(g *gameState, batch []*pending, lastSeq uint64, ts int64, res []Result) {
+	k := uint64(len(batch))
+	first, firstSeq := g.lastID+1, lastSeq-(k-1)
+	crossed := false
+	for i := range batch {
+		id := first + uint64(i)
+		res[i] = Result{MsgID: id, Seq: firstSeq + uint64(i), TS: ts}
+		if wire.PageStart(id) == id {
+			g.pageSeq = firstSeq + uint64(i)
+			crossed = true
+		}
+	}
+	g.lastID += k
+	g.lastSeq = lastSeq
+	if a.m != nil {
+		a.m.Appended.Add(float64(k))
+	}
+	if crossed {
+		a.mu.Lock()
+		a.checkpoints[g.name] = g.lastID
+		a.mu.Unlock()
+	}
+}
+
+// duplicate answers a publish JetStream recognised as already stored at seq.
+func (a *Appender) duplicate(g *gameState, seq uint64) (Result, error) {
+	st, err := a.st.bySeq(a.ctx, g.p, seq)
+	if err != nil {
+		return Result{}, err
+	}
+	if a.m != nil {
+		a.m.Duplicates.Inc()
+	}
+	return Result{MsgID: st.ID, Seq: st.Seq, TS: st.TS, Duplicate: true}, nil
+}
+
+// janitor drops the state of idle games, recording their heads.
+func (a *Appender) janitor() {
+	defer a.wg.Done()
+	t := time.NewTicker(a.cfg.IdleEvict / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case now := <-t.C:
+			a.mu.Lock()
+			for name, g := range a.games {
+				if !g.busy && len(g.queue) == 0 && now.Sub(g.lastUsed) >= a.cfg.IdleEvict {
+					if g.known && g.lastID > 0 {
+						a.checkpoints[name] = g.lastID
+					}
+					delete(a.games, name)
+					if a.m != nil {
+						a.m.GamesActive.Dec()
+					}
+				}
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+// checkpointer writes recorded heads to the heads bucket once a second.
+func (a *Appender) checkpointer() {
+	defer a.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			a.writeCheckpoints(context.Background())
+			return
+		case <-t.C:
+			a.writeCheckpoints(a.ctx)
+		}
+	}
+}
+
+func (a *Appender) writeCheckpoints(ctx context.Context) {
+	a.mu.Lock()
+	cps := a.checkpoints
+	a.checkpoints = make(map[string]uint64)
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
+	defer cancel()
+	for game, id := range cps {
+		if _, err := a.heads.Put(ctx, game, []byte(strconv.FormatUint(id, 10))); err != nil {
+			a.log.Warn("sequencer: write head checkpoint", "game", game, "err", err)
+		}
+	}
+}
+
+// Close stops taking appends, lets queued ones finish until ctx ends, then
+// abandons what is left (their callers get ErrClosed) and returns when every
+// goroutine has exited.
+func (a *Appender) Close(ctx context.Context) error {
+	a.mu.Lock()
+	a.closing = true
+	a.mu.Unlock()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			a.mu.Lock()
+			busy := false
+			for _, g := range a.games {
+				busy = busy || g.busy
+			}
+			a.mu.Unlock()
+			if !busy {
+				return
+			}
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	<-drained
+	a.mu.Lock()
+	for name, g := range a.games {
+		if !g.busy && g.known && g.lastID > 0 {
+			a.checkpoints[name] = g.lastID
+		}
+	}
+	a.mu.Unlock()
+	a.cancel()
+	a.wg.Wait()
+	return ctx.Err()
+}

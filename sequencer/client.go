@@ -1,0 +1,79 @@
+package sequencer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/gamerelay/gamerelay/internal/wire"
+)
+
+// Client appends through the sequencer service over NATS request-reply. It
+// is what gateways and backend services use; it is safe for concurrent use.
+type Client struct {
+	// Static after construction.
+	nc      *nats.Conn
+	names   wire.Names
+	parts   int
+	attempt time.Duration
+}
+
+// NewClient returns a Client for the installation cfg describes (Namespace
+// and Partitions must match the sequencers'). Each attempt waits up to
+// cfg.RequestTimeout.
+func NewClient(nc *nats.Conn, cfg Config) *Client {
+	cfg = cfg.withDefaults()
+	return &Client{nc: nc, names: cfg.names(), parts: cfg.Partitions, attempt: cfg.RequestTimeout}
+}
+
+// Append appends body to game and returns where it landed. It retries while
+// no sequencer answers (a partition changing owner) or an attempt times out,
+// until ctx ends, always with the same idempotency key, so the message is
+// appended at most once. An empty idem gets a fresh key.
+func (c *Client) Append(ctx context.Context, game string, body []byte, idem string) (Result, error) {
+	if err := wire.ValidateGame(game); err != nil {
+		return Result{}, errorf(wire.CodeInvalidGame, "%v", err)
+	}
+	if idem == "" {
+		idem = nuid.Next()
+	}
+	subj := c.names.AppendSubject(wire.Partition(game, c.parts))
+	for attempt := 0; ; attempt++ {
+		m := &nats.Msg{Subject: subj, Data: body, Header: nats.Header{wire.HdrGame: {game}, wire.HdrIdem: {idem}}}
+		actx, cancel := context.WithTimeout(ctx, c.attempt)
+		resp, err := c.nc.RequestMsgWithContext(actx, m)
+		cancel()
+		if err == nil {
+			var r AppendReply
+			if err := json.Unmarshal(resp.Data, &r); err != nil {
+				return Result{}, fmt.Errorf("sequencer: bad append reply: %w", err)
+			}
+			if r.Error != nil {
+				if r.Error.Code != wire.CodeUnavailable {
+					return Result{}, &Error{Code: r.Error.Code, Msg: r.Error.Message}
+				}
+			} else {
+				return Result{MsgID: r.MsgID, Seq: r.Seq, TS: r.TS, Duplicate: r.Duplicate}, nil
+			}
+		} else if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			if ctx.Err() != nil {
+				return Result{}, ctx.Err()
+			}
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				return Result{}, errorf(wire.CodeUnavailable, "append: %v", err)
+			}
+		}
+		d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 9)))
+		select {
+		case <-ctx.Done():
+			return Result{}, errors.Join(errorf(wire.CodeUnavailable, "append to %s: no sequencer answered", game), ctx.Err())
+		case <-time.After(d):
+		}
+	}
+}

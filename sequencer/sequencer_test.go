@@ -1,0 +1,673 @@
+package sequencer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/wire"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func testConfig() Config {
+	return Config{Partitions: 2, BatchMin: 2, Logger: quiet(), LeaseTTL: 2 * time.Second, Metrics: NewMetrics(nil)}
+}
+
+// env is one embedded JetStream server with the log provisioned.
+type env struct {
+	t   *testing.T
+	url string
+	cfg Config
+	js  jetstream.JetStream
+}
+
+func newEnv(t *testing.T, cfg Config) *env {
+	t.Helper()
+	s := embednats.Server(t)
+	e := &env{t: t, url: s.ClientURL(), cfg: cfg}
+	nc := e.conn()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.js = js
+	if err := Provision(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) conn() *nats.Conn { return embednats.Connect(e.t, e.url) }
+
+func (e *env) appender() *Appender {
+	e.t.Helper()
+	a, err := NewAppender(context.Background(), e.conn(), e.cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = a.Close(context.Background()) })
+	return a
+}
+
+func (e *env) feeds(fc FeedConfig) *Feeds {
+	e.t.Helper()
+	fs, err := NewFeeds(e.conn(), e.cfg, fc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(fs.Close)
+	return fs
+}
+
+func body(tag string) []byte { return []byte(`{"type":"move","tag":"` + tag + `"}`) }
+
+// tagOf returns the "tag" field of a stored frame.
+func tagOf(t testing.TB, data []byte) (string, uint64) {
+	t.Helper()
+	var v struct {
+		Tag   string `json:"tag"`
+		MsgID uint64 `json:"msg_id"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatalf("stored frame %q: %v", data, err)
+	}
+	return v.Tag, v.MsgID
+}
+
+// recorder collects what a feed subscriber receives.
+type recorder struct {
+	mu  sync.Mutex
+	ids []uint64
+	tag []string
+}
+
+func (r *recorder) add(t testing.TB) func(Stored) {
+	return func(m Stored) {
+		tag, id := tagOf(t, m.Data)
+		if id != m.ID {
+			t.Errorf("frame msg_id %d, header %d", id, m.ID)
+		}
+		r.mu.Lock()
+		r.ids = append(r.ids, m.ID)
+		r.tag = append(r.tag, tag)
+		r.mu.Unlock()
+	}
+}
+
+func (r *recorder) snapshot() ([]uint64, []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.ids...), append([]string(nil), r.tag...)
+}
+
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readAll returns every stored message of game in order.
+func readAll(t testing.TB, r *Reader, game string) []Stored {
+	t.Helper()
+	head, ok, err := r.Head(context.Background(), game)
+	if err != nil || !ok {
+		t.Fatalf("head of %s: ok=%v err=%v", game, ok, err)
+	}
+	var out []Stored
+	if err := r.Range(context.Background(), game, 0, head.ID, nil, func(m Stored) error {
+		out = append(out, m)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkDense verifies msgs are exactly 1..n with the acknowledged tags, each once.
+func checkDense(t testing.TB, msgs []Stored, acked map[string]uint64) {
+	t.Helper()
+	seen := map[string]bool{}
+	for i, m := range msgs {
+		if m.ID != uint64(i+1) {
+			t.Fatalf("message %d has msg_id %d", i+1, m.ID)
+		}
+		tag, _ := tagOf(t, m.Data)
+		if seen[tag] {
+			t.Fatalf("tag %s stored twice", tag)
+		}
+		seen[tag] = true
+		if id, ok := acked[tag]; ok && id != m.ID {
+			t.Fatalf("tag %s acknowledged as msg_id %d, stored as %d", tag, id, m.ID)
+		}
+	}
+	for tag := range acked {
+		if !seen[tag] {
+			t.Fatalf("acknowledged tag %s missing", tag)
+		}
+	}
+}
+
+func TestConcurrentAppendersOneGame(t *testing.T) {
+	e := newEnv(t, testConfig())
+	const game = "race"
+	fa, fb := e.feeds(FeedConfig{}), e.feeds(FeedConfig{})
+	var recs [2]recorder
+	for i, fs := range []*Feeds{fa, fb} {
+		f, err := fs.Open(context.Background(), game)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(f.Close)
+		if last, _ := f.Subscribe(recs[i].add(t)); last != 0 {
+			t.Fatalf("new game feed starts at %d", last)
+		}
+	}
+
+	// Two sequencer instances plus a service reached through the client:
+	// three independent numberers racing on one game.
+	svcCtx, stop := context.WithCancel(context.Background())
+	svc, err := NewService(e.conn(), e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(svcCtx, 5*time.Second) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 10*time.Second, "service owns partitions", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
+	client := NewClient(e.conn(), e.cfg)
+
+	apps := []*Appender{e.appender(), e.appender()}
+	const writers, per = 12, 60
+	var mu sync.Mutex
+	acked := map[string]uint64{}
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				tag := fmt.Sprintf("w%d-%d", w, i)
+				var r Result
+				var err error
+				if w%3 == 2 {
+					r, err = client.Append(context.Background(), game, body(tag), tag)
+				} else {
+					r, err = apps[w%3].Append(context.Background(), game, body(tag), "")
+				}
+				if err != nil {
+					t.Errorf("append %s: %v", tag, err)
+					return
+				}
+				mu.Lock()
+				acked[tag] = r.MsgID
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	const n = writers * per
+	msgs := readAll(t, NewReader(e.conn(), e.cfg), game)
+	if len(msgs) != n {
+		t.Fatalf("stored %d messages, want %d", len(msgs), n)
+	}
+	checkDense(t, msgs, acked)
+
+	for i := range recs {
+		waitFor(t, 10*time.Second, "feed catches up", func() bool { ids, _ := recs[i].snapshot(); return len(ids) >= n })
+	}
+	ids0, tags0 := recs[0].snapshot()
+	ids1, tags1 := recs[1].snapshot()
+	if len(ids0) != n || len(ids1) != n {
+		t.Fatalf("feeds delivered %d and %d messages, want %d", len(ids0), len(ids1), n)
+	}
+	for i := range ids0 {
+		if ids0[i] != uint64(i+1) || ids1[i] != uint64(i+1) || tags0[i] != tags1[i] {
+			t.Fatalf("feeds differ at %d: %d/%s vs %d/%s", i, ids0[i], tags0[i], ids1[i], tags1[i])
+		}
+	}
+	// The race was real: publishes collided on the check and were batched.
+	m := e.cfg.Metrics
+	conflicts := testutil.ToFloat64(m.Conflicts.WithLabelValues("10071"))
+	var h dto.Metric
+	if err := m.BatchSize.Write(&h); err != nil {
+		t.Fatal(err)
+	}
+	singles := h.GetHistogram().GetBucket()[0].GetCumulativeCount()
+	batches := h.GetHistogram().GetSampleCount() - singles
+	t.Logf("conflicts %v, single publishes %d, atomic batches %d", conflicts, singles, batches)
+	if conflicts == 0 || batches == 0 {
+		t.Fatalf("expected both check conflicts and atomic batches, got %v and %d", conflicts, batches)
+	}
+}
+
+func TestIdempotentAppend(t *testing.T) {
+	e := newEnv(t, testConfig())
+	a, b := e.appender(), e.appender()
+	ctx := context.Background()
+	r1, err := a.Append(ctx, "idem", body("x"), "key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same key through another sequencer: JetStream's duplicate window.
+	r2, err := b.Append(ctx, "idem", body("x"), "key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.MsgID != r1.MsgID || r2.Seq != r1.Seq || !r2.Duplicate {
+		t.Fatalf("retry got %+v, first %+v", r2, r1)
+	}
+	// Concurrent calls with one key coalesce.
+	var wg sync.WaitGroup
+	res := make([]Result, 8)
+	for i := range res {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			r, err := a.Append(ctx, "idem", body("y"), "key-2")
+			if err != nil {
+				t.Error(err)
+			}
+			res[i] = r
+		}(i)
+	}
+	wg.Wait()
+	for _, r := range res {
+		if r.MsgID != 2 {
+			t.Fatalf("coalesced append got msg_id %d, want 2", r.MsgID)
+		}
+	}
+	msgs := readAll(t, NewReader(e.conn(), e.cfg), "idem")
+	if len(msgs) != 2 {
+		t.Fatalf("stored %d messages, want 2", len(msgs))
+	}
+}
+
+func TestBadInputRejectedBeforePublish(t *testing.T) {
+	e := newEnv(t, testConfig())
+	a := e.appender()
+	client := NewClient(e.conn(), e.cfg)
+	for name, tc := range map[string]struct {
+		game string
+		body string
+		code string
+	}{
+		"empty game":       {"", `{"type":"a"}`, wire.CodeInvalidGame},
+		"long game":        {strings.Repeat("g", 65), `{"type":"a"}`, wire.CodeInvalidGame},
+		"dot in game":      {"a.b", `{"type":"a"}`, wire.CodeInvalidGame},
+		"wildcard game":    {"a*", `{"type":"a"}`, wire.CodeInvalidGame},
+		"gt game":          {">", `{"type":"a"}`, wire.CodeInvalidGame},
+		"space game":       {"a b", `{"type":"a"}`, wire.CodeInvalidGame},
+		"not json":         {"g", `{"type":`, wire.CodeInvalidMessage},
+		"array":            {"g", `[1,2]`, wire.CodeInvalidMessage},
+		"no type":          {"g", `{"x":1}`, wire.CodeInvalidMessage},
+		"number type":      {"g", `{"type":3}`, wire.CodeInvalidMessage},
+		"forged msg_id":    {"g", `{"type":"a","msg_id":7}`, wire.CodeReservedField},
+		"escaped ts":       {"g", `{"type":"a","\u0074s":7}`, wire.CodeReservedField},
+		"too large":        {"g", `{"type":"a","x":"` + strings.Repeat("x", 70<<10) + `"}`, wire.CodeTooLarge},
+		"trailing garbage": {"g", `{"type":"a"}x`, wire.CodeInvalidMessage},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := a.Append(context.Background(), tc.game, []byte(tc.body), "")
+			var se *Error
+			if !errors.As(err, &se) || se.Code != tc.code {
+				t.Fatalf("appender: got %v, want code %s", err, tc.code)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if tc.code == wire.CodeInvalidGame {
+				_, err = client.Append(ctx, tc.game, []byte(tc.body), "")
+				if !errors.As(err, &se) || se.Code != tc.code {
+					t.Fatalf("client: got %v, want code %s", err, tc.code)
+				}
+			}
+		})
+	}
+	for p := 0; p < e.cfg.Partitions; p++ {
+		s, err := e.js.Stream(context.Background(), wire.Names{}.Stream(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := s.CachedInfo().State.Msgs; n != 0 {
+			t.Fatalf("partition %d holds %d messages after rejected input", p, n)
+		}
+	}
+}
+
+func TestServiceRejectsBadRequests(t *testing.T) {
+	e := newEnv(t, testConfig())
+	svc, err := NewService(e.conn(), e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx, time.Second) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 10*time.Second, "ownership", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
+	client := NewClient(e.conn(), e.cfg)
+	_, err = client.Append(context.Background(), "g1", []byte(`{"type":"x","msg_id":1}`), "")
+	var se *Error
+	if !errors.As(err, &se) || se.Code != wire.CodeReservedField {
+		t.Fatalf("got %v, want reserved_field", err)
+	}
+	// A request on the wrong partition's subject is refused.
+	nc := e.conn()
+	game := "g1"
+	wrong := 1 - wire.Partition(game, 2)
+	resp, err := nc.RequestMsg(&nats.Msg{Subject: wire.Names{}.AppendSubject(wrong), Data: body("x"),
+		Header: nats.Header{wire.HdrGame: {game}}}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r AppendReply
+	if err := json.Unmarshal(resp.Data, &r); err != nil || r.Error == nil || r.Error.Code != wire.CodeWrongPartition {
+		t.Fatalf("wrong partition: %s", resp.Data)
+	}
+}
+
+func TestFeedFillsGapsAndDropsDuplicates(t *testing.T) {
+	e := newEnv(t, testConfig())
+	a := e.appender()
+	fs := e.feeds(FeedConfig{CheckAfter: 50 * time.Millisecond})
+	const game = "gappy"
+	ctx := context.Background()
+	f, err := fs.Open(ctx, game)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var rec recorder
+	f.Subscribe(rec.add(t))
+	appendN := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := a.Append(ctx, game, body(fmt.Sprint(i)), ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(1, 5)
+	waitFor(t, 5*time.Second, "1..5 live", func() bool { ids, _ := rec.snapshot(); return len(ids) == 5 })
+
+	// Lose the live path for 6..8, as around a stream leader change.
+	f.deliverMu.Lock()
+	_ = f.sub.Unsubscribe()
+	f.deliverMu.Unlock()
+	appendN(6, 8)
+	f.deliverMu.Lock()
+	f.sub, err = e.conn().Subscribe(wire.Names{}.LiveSubject(f.p, game), f.onLive)
+	f.deliverMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(9, 9)
+	waitFor(t, 5*time.Second, "gap 6..8 filled", func() bool { ids, _ := rec.snapshot(); return len(ids) == 9 })
+
+	// Lose the last message: only the head check can find it.
+	f.deliverMu.Lock()
+	_ = f.sub.Unsubscribe()
+	f.deliverMu.Unlock()
+	appendN(10, 10)
+	fs.Recheck()
+	waitFor(t, 5*time.Second, "lost tail 10 recovered", func() bool { ids, _ := rec.snapshot(); return len(ids) == 10 })
+
+	// A repeated live message is dropped.
+	old, err := fs.Reader().st.bySeq(ctx, f.p, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.onLive(&nats.Msg{Header: nats.Header{wire.HdrMsgID: {fmt.Sprint(old.ID)}, "Nats-Sequence": {"3"}, "Nats-Last-Sequence": {"2"}}, Data: old.Data})
+
+	ids, tags := rec.snapshot()
+	for i, id := range ids {
+		if id != uint64(i+1) || tags[i] != fmt.Sprint(i+1) {
+			t.Fatalf("delivery %d: msg_id %d tag %s", i, id, tags[i])
+		}
+	}
+	if len(ids) != 10 {
+		t.Fatalf("delivered %d, want 10", len(ids))
+	}
+}
+
+func TestReplayAcrossCacheAndPages(t *testing.T) {
+	e := newEnv(t, testConfig())
+	a := e.appender()
+	fs := e.feeds(FeedConfig{CacheMessages: 50})
+	ctx := context.Background()
+	const game, total, openAt = "replay", 700, 300
+	var f *Feed
+	others := 0
+	// Bursts of queued appends: atomic batches that cross page boundaries.
+	var wg sync.WaitGroup
+	appendAsync := func(game, tag string) {
+		wg.Add(1)
+		if err := a.AppendAsync(game, body(tag), "", func(_ Result, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= total; i++ {
+		if i == openAt+1 {
+			wg.Wait()
+			var err error
+			if f, err = fs.Open(ctx, game); err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+		}
+		appendAsync(game, fmt.Sprint(i))
+		if i%3 == 0 { // interleave another game of the same partition
+			for {
+				others++
+				if wire.Partition(fmt.Sprintf("o%d", others), 2) == wire.Partition(game, 2) {
+					break
+				}
+			}
+			appendAsync(fmt.Sprintf("o%d", others), "other")
+		}
+		if i%331 == 0 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	var h dto.Metric
+	if err := e.cfg.Metrics.BatchSize.Write(&h); err != nil {
+		t.Fatal(err)
+	}
+	if h.GetHistogram().GetSampleCount() >= total {
+		t.Fatalf("no atomic batches were used (%d publishes)", h.GetHistogram().GetSampleCount())
+	}
+	waitFor(t, 5*time.Second, "feed at head", func() bool { return f.Last() == total })
+	for _, since := range []uint64{0, 1, 126, 127, 128, 129, 255, 256, 257, 500, 649, 650, 651, 698, 699, 700} {
+		t.Run(fmt.Sprint("since=", since), func(t *testing.T) {
+			want := since + 1
+			err := f.Replay(ctx, since, total, func(m Stored) error {
+				tag, _ := tagOf(t, m.Data)
+				if m.ID != want || tag != fmt.Sprint(want) {
+					return fmt.Errorf("got msg_id %d tag %s, want %d", m.ID, tag, want)
+				}
+				want++
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want != total+1 {
+				t.Fatalf("replay ended before %d", want)
+			}
+		})
+	}
+	// The anchor walk lands exactly on the page start of the wanted message,
+	// never on the fallback scan from the game's first message.
+	r := fs.Reader()
+	head, _, err := r.Head(ctx, game)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []uint64{1, 2, 128, 129, 130, 300, 600, 700} {
+		seq, err := r.locate(ctx, f.p, head, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := r.st.bySeq(ctx, f.p, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.ID != wire.PageStart(want) {
+			t.Fatalf("locate(%d) found msg_id %d at seq %d, want page start %d", want, m.ID, seq, wire.PageStart(want))
+		}
+	}
+	// Partial ranges through the Reader directly.
+	var got []uint64
+	if err := fs.Reader().Range(ctx, game, 99, 130, nil, func(m Stored) error { got = append(got, m.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 31 || got[0] != 100 || got[30] != 130 {
+		t.Fatalf("range 100..130 got %v", got)
+	}
+}
+
+func TestReplayBeyondRetention(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxMsgsPerGame = 100
+	e := newEnv(t, cfg)
+	a := e.appender()
+	ctx := context.Background()
+	for i := 1; i <= 250; i++ {
+		if _, err := a.Append(ctx, "short", body(fmt.Sprint(i)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(e.conn(), cfg)
+	err := r.Range(ctx, "short", 0, 250, nil, func(Stored) error { t.Fatal("delivered a message"); return nil })
+	var te *TruncatedError
+	if !errors.As(err, &te) || te.FirstID != 151 {
+		t.Fatalf("got %v, want TruncatedError from 151", err)
+	}
+	n := 0
+	if err := r.Range(ctx, "short", 150, 250, nil, func(m Stored) error { n++; return nil }); err != nil || n != 100 {
+		t.Fatalf("retained range: n=%d err=%v", n, err)
+	}
+}
+
+func TestNumberingSurvivesEmptiedSubject(t *testing.T) {
+	e := newEnv(t, testConfig())
+	ctx := context.Background()
+	a, err := NewAppender(ctx, e.conn(), e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		if _, err := a.Append(ctx, "old", body(fmt.Sprint(i)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Close(ctx); err != nil { // writes the head checkpoint
+		t.Fatal(err)
+	}
+	// Retention removes every message of the game.
+	p := wire.Partition("old", e.cfg.Partitions)
+	s, err := e.js.Stream(ctx, wire.Names{}.Stream(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(wire.Names{}.LogSubject(p, "old"))); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.appender().Append(ctx, "old", body("6"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.MsgID != 6 {
+		t.Fatalf("after the stream forgot the game, next msg_id is %d, want 6", r.MsgID)
+	}
+}
+
+func TestLeaseTakeover(t *testing.T) {
+	cfg := testConfig()
+	cfg.Partitions = 4
+	cfg.LeaseTTL = time.Second
+	e := newEnv(t, cfg)
+	run := func(nc *nats.Conn) (*Service, context.CancelFunc, chan error) {
+		svc, err := NewService(nc, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- svc.Run(ctx, time.Second) }()
+		return svc, cancel, done
+	}
+	ncA := e.conn()
+	a, stopA, doneA := run(ncA)
+	b, stopB, doneB := run(e.conn())
+	defer func() { stopB(); <-doneB }()
+	waitFor(t, 15*time.Second, "partitions split 2/2", func() bool { return len(a.Owned()) == 2 && len(b.Owned()) == 2 })
+
+	client := NewClient(e.conn(), cfg)
+	ctx := context.Background()
+	appendAll := func(round int) {
+		for g := 0; g < 16; g++ {
+			actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			if _, err := client.Append(actx, fmt.Sprintf("lease%d", g), body(fmt.Sprint(round)), ""); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		}
+	}
+	appendAll(1)
+	// Kill A without letting it release anything: its connection dies.
+	ncA.Close()
+	stopA()
+	<-doneA
+	waitFor(t, 15*time.Second, "B takes every partition", func() bool { return len(b.Owned()) == 4 })
+	appendAll(2)
+	r := NewReader(e.conn(), cfg)
+	for g := 0; g < 16; g++ {
+		msgs := readAll(t, r, fmt.Sprintf("lease%d", g))
+		if len(msgs) != 2 || msgs[1].ID != 2 {
+			t.Fatalf("game %d: %d messages", g, len(msgs))
+		}
+	}
+}
+
+func TestStamp(t *testing.T) {
+	for name, tc := range map[string]struct{ in, want string }{
+		"members": {`{"type":"a"}`, `{"type":"a","msg_id":7,"ts":9}`},
+		"empty":   {`{}`, `{"msg_id":7,"ts":9}`},
+		"spaces":  {` { "type" : "a" } `, `{ "type" : "a" ,"msg_id":7,"ts":9}`},
+		"blank":   {"{ \n }", "{ \n \"msg_id\":7,\"ts\":9}"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := string(stamp(nil, []byte(tc.in), 7, 9))
+			if got != tc.want {
+				t.Fatalf("got %s want %s", got, tc.want)
+			}
+			if !json.Valid([]byte(got)) {
+				t.Fatalf("invalid JSON %s", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,252 @@
+package sequencer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/gamerelay/gamerelay/internal/wire"
+)
+
+// queueGroup is the queue group every sequencer joins on a partition's
+// append subject, so a brief double ownership shares the load instead of
+// doubling it.
+const queueGroup = "gamerelay-sequencer"
+
+// AppendReply is the JSON answer to an append request.
+type AppendReply struct {
+	MsgID     uint64      `json:"msg_id,omitempty"`
+	Seq       uint64      `json:"seq,omitempty"`
+	TS        int64       `json:"ts,omitempty"`
+	Duplicate bool        `json:"duplicate,omitempty"`
+	Error     *ReplyError `json:"error,omitempty"`
+}
+
+// ReplyError is a refused append.
+type ReplyError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Service runs the sequencer: it provisions the log, holds partition
+// leases in a KV bucket, and answers append requests for the partitions it
+// owns. Leases only spread the work; any number of Services may append to
+// any game safely.
+type Service struct {
+	// Static after construction.
+	nc   *nats.Conn
+	cfg  Config
+	inst string
+
+	ready atomic.Bool
+	app   atomic.Pointer[Appender]
+
+	mu sync.Mutex
+	// Guarded by mu.
+	owned map[int]*lease
+}
+
+type lease struct {
+	rev uint64
+	sub *nats.Subscription
+}
+
+// NewService returns a Service using nc; Run starts it.
+func NewService(nc *nats.Conn, cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	inst := cfg.Instance
+	if inst == "" {
+		inst = nuid.Next()
+	}
+	return &Service{nc: nc, cfg: cfg, inst: inst, owned: make(map[int]*lease)}, nil
+}
+
+// Ready reports whether the Service is provisioned and taking appends.
+func (s *Service) Ready() bool { return s.ready.Load() }
+
+// Appender returns the Service's appender once Run has started it, else nil.
+func (s *Service) Appender() *Appender { return s.app.Load() }
+
+// Owned returns the partitions whose lease this Service holds.
+func (s *Service) Owned() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, 0, len(s.owned))
+	for p := range s.owned {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Run provisions the log and serves until ctx ends; then it stops taking
+// requests, releases its leases, finishes queued appends (for up to
+// drain) and returns.
+func (s *Service) Run(ctx context.Context, drain time.Duration) error {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return err
+	}
+	if err := Provision(ctx, js, s.cfg); err != nil {
+		return err
+	}
+	kv, err := js.KeyValue(ctx, s.cfg.names().LeaseBucket())
+	if err != nil {
+		return err
+	}
+	app, err := NewAppender(ctx, s.nc, s.cfg)
+	if err != nil {
+		return err
+	}
+	s.app.Store(app)
+	s.ready.Store(true)
+	s.cfg.Logger.Info("sequencer: started", "instance", s.inst, "partitions", s.cfg.Partitions)
+
+	tick := time.NewTicker(s.cfg.LeaseTTL / 3)
+	defer tick.Stop()
+	for {
+		s.balance(ctx, kv)
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+
+	s.ready.Store(false)
+	stop, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	s.mu.Lock()
+	for p, l := range s.owned {
+		_ = l.sub.Drain()
+		_ = kv.Delete(stop, leaseKey(p), jetstream.LastRevision(l.rev))
+		delete(s.owned, p)
+	}
+	s.mu.Unlock()
+	_ = kv.Delete(stop, "inst."+s.inst)
+	s.gauge()
+	err = app.Close(stop)
+	s.cfg.Logger.Info("sequencer: stopped", "instance", s.inst)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errors.New("sequencer: drain timed out with appends pending")
+	}
+	return nil
+}
+
+func leaseKey(p int) string { return "lease." + strconv.Itoa(p) }
+
+// balance renews this Service's leases, then takes free partitions or
+// gives extra ones back so that each live Service owns its fair share.
+func (s *Service) balance(ctx context.Context, kv jetstream.KeyValue) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
+	defer cancel()
+	log := s.cfg.Logger
+	if _, err := kv.Put(ctx, "inst."+s.inst, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		log.Warn("sequencer: heartbeat", "err", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.gauge()
+	for p, l := range s.owned {
+		rev, err := kv.Update(ctx, leaseKey(p), []byte(s.inst), l.rev)
+		if err != nil {
+			log.Warn("sequencer: lost partition lease", "partition", p, "err", err)
+			_ = l.sub.Drain()
+			delete(s.owned, p)
+			continue
+		}
+		l.rev = rev
+	}
+	live := 0
+	if keys, err := kv.ListKeysFiltered(ctx, "inst.*"); err == nil {
+		for range keys.Keys() {
+			live++
+		}
+	}
+	live = max(live, 1)
+	share := (s.cfg.Partitions + live - 1) / live
+	for p, l := range s.owned {
+		if len(s.owned) <= share {
+			break
+		}
+		log.Info("sequencer: releasing partition for balance", "partition", p, "share", share)
+		_ = l.sub.Drain()
+		_ = kv.Delete(ctx, leaseKey(p), jetstream.LastRevision(l.rev))
+		delete(s.owned, p)
+	}
+	off := rand.IntN(s.cfg.Partitions)
+	for i := 0; i < s.cfg.Partitions && len(s.owned) < share; i++ {
+		p := (off + i) % s.cfg.Partitions
+		if s.owned[p] != nil {
+			continue
+		}
+		rev, err := kv.Create(ctx, leaseKey(p), []byte(s.inst))
+		if err != nil {
+			continue // owned by someone else, or NATS trouble: next round
+		}
+		sub, err := s.nc.QueueSubscribe(s.cfg.names().AppendSubject(p), queueGroup, s.handler(p))
+		if err != nil {
+			_ = kv.Delete(ctx, leaseKey(p), jetstream.LastRevision(rev))
+			continue
+		}
+		_ = sub.SetPendingLimits(-1, 256<<20)
+		s.owned[p] = &lease{rev: rev, sub: sub}
+		log.Info("sequencer: took partition", "partition", p)
+	}
+}
+
+func (s *Service) gauge() {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.PartitionsOwned.Set(float64(len(s.owned)))
+	}
+}
+
+func (s *Service) handler(p int) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		game := m.Header.Get(wire.HdrGame)
+		if err := wire.ValidateGame(game); err != nil {
+			respond(m, AppendReply{Error: &ReplyError{Code: wire.CodeInvalidGame, Message: err.Error()}})
+			return
+		}
+		if q := wire.Partition(game, s.cfg.Partitions); q != p {
+			respond(m, AppendReply{Error: &ReplyError{Code: wire.CodeWrongPartition,
+				Message: "game " + game + " belongs to partition " + strconv.Itoa(q)}})
+			return
+		}
+		err := s.app.Load().AppendAsync(game, m.Data, m.Header.Get(wire.HdrIdem), func(r Result, err error) {
+			if err != nil {
+				respond(m, errorReply(err))
+				return
+			}
+			respond(m, AppendReply{MsgID: r.MsgID, Seq: r.Seq, TS: r.TS, Duplicate: r.Duplicate})
+		})
+		if err != nil {
+			respond(m, errorReply(err))
+		}
+	}
+}
+
+func errorReply(err error) AppendReply {
+	var e *Error
+	if errors.As(err, &e) {
+		return AppendReply{Error: &ReplyError{Code: e.Code, Message: err.Error()}}
+	}
+	return AppendReply{Error: &ReplyError{Code: wire.CodeInternal, Message: err.Error()}}
+}
+
+func respond(m *nats.Msg, r AppendReply) {
+	b, _ := json.Marshal(r)
+	_ = m.Respond(b)
+}
