@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/gamerelay/gamerelay/sequencer"
+)
+
+func TestUsageAndExitCodes(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+		code int
+		out  string
+	}{
+		"no args":          {nil, nil, 2, "Commands:"},
+		"help":             {[]string{"--help"}, nil, 0, "sequencer"},
+		"unknown command":  {[]string{"frobnicate"}, nil, 2, `unknown command "frobnicate"`},
+		"sequencer help":   {[]string{"sequencer", "--help"}, nil, 0, "$GAMERELAY_PARTITIONS"},
+		"dev help":         {[]string{"dev", "--help"}, nil, 0, "$GAMERELAY_NATS_LISTEN"},
+		"bad flag":         {[]string{"sequencer", "--bogus"}, nil, 2, "flag provided but not defined"},
+		"bad env":          {[]string{"sequencer"}, map[string]string{"GAMERELAY_PARTITIONS": "many"}, 2, "$GAMERELAY_PARTITIONS"},
+		"invalid config":   {[]string{"sequencer", "--partitions", "-3"}, nil, 2, "Partitions -3"},
+		"bad log level":    {[]string{"dev", "--log-level", "loud"}, nil, 2, "--log-level"},
+		"stray argument":   {[]string{"dev", "extra"}, nil, 2, `unexpected argument "extra"`},
+		"bad nats address": {[]string{"dev", "--nats-listen", "nohost"}, nil, 2, "--nats-listen"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var out bytes.Buffer
+			if code := run(tc.args, &out, &out); code != tc.code {
+				t.Fatalf("exit code %d, want %d; output:\n%s", code, tc.code, out.String())
+			}
+			if !strings.Contains(out.String(), tc.out) {
+				t.Fatalf("output lacks %q:\n%s", tc.out, out.String())
+			}
+		})
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never ready (last error %v)", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDevWithSecondSequencer runs `gamerelay dev`, joins a second
+// `gamerelay sequencer` to its embedded NATS, appends through the
+// sequencer API, and stops both as SIGTERM would.
+func TestDevWithSecondSequencer(t *testing.T) {
+	natsAddr, devAdmin, seqAdmin := freeAddr(t), freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	devDone := make(chan error, 1)
+	go func() {
+		devDone <- runDev(ctx, []string{"--data", t.TempDir(), "--nats-listen", natsAddr, "--admin", devAdmin, "--log-level", "warn"}, io.Discard, io.Discard)
+	}()
+	waitReady(t, "http://"+devAdmin+"/readyz")
+
+	seqCtx, seqCancel := context.WithCancel(ctx)
+	seqDone := make(chan error, 1)
+	go func() {
+		seqDone <- runSequencer(seqCtx, []string{"--nats", "nats://" + natsAddr, "--admin", seqAdmin, "--lease-ttl", "1s", "--log-level", "warn"}, io.Discard, io.Discard)
+	}()
+	waitReady(t, "http://"+seqAdmin+"/readyz")
+
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	client := sequencer.NewClient(nc, sequencer.Config{})
+	for i := 1; i <= 3; i++ {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		r, err := client.Append(actx, "cli-game", []byte(fmt.Sprintf(`{"type":"n","i":%d}`, i)), "")
+		acancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.MsgID != uint64(i) {
+			t.Fatalf("append %d got msg_id %d", i, r.MsgID)
+		}
+	}
+	resp, err := http.Get("http://" + devAdmin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(buf.String(), "gamerelay_sequencer_partitions_owned") {
+		t.Fatal("metrics lack sequencer gauges")
+	}
+
+	seqCancel()
+	if err := <-seqDone; err != nil {
+		t.Fatalf("sequencer exit: %v", err)
+	}
+	cancel()
+	if err := <-devDone; err != nil {
+		t.Fatalf("dev exit: %v", err)
+	}
+}

@@ -1,0 +1,75 @@
+// Package cli gives every gamerelay subcommand the same flag handling: each
+// flag has a GAMERELAY_* environment twin (flag name upper-cased, '-' → '_'),
+// a command-line flag wins over the environment, and --help prints both.
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// EnvName returns the environment twin of a flag name.
+func EnvName(flagName string) string {
+	return "GAMERELAY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// NewFlagSet returns a flag set whose usage lists the environment twins.
+func NewFlagSet(name, summary string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: gamerelay %s [flags]\n\n%s\n\nFlags (each also read from its environment variable):\n", name, summary)
+		fs.VisitAll(func(f *flag.Flag) {
+			def := ""
+			if f.DefValue != "" {
+				def = fmt.Sprintf(" (default %q)", f.DefValue)
+			}
+			fmt.Fprintf(out, "  --%s  [$%s]\n        %s%s\n", f.Name, EnvName(f.Name), f.Usage, def)
+		})
+	}
+	return fs
+}
+
+// Parse parses args, then fills every flag not given on the command line
+// from its environment twin.
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("$%s: %w", EnvName(f.Name), e)
+			}
+		}
+	})
+	return err
+}
+
+// Repeated is a flag that may be given several times; from the environment
+// it takes a comma-separated list.
+type Repeated []string
+
+func (r *Repeated) String() string { return strings.Join(*r, ",") }
+
+// Set appends v (split on commas).
+func (r *Repeated) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*r = append(*r, s)
+		}
+	}
+	return nil
+}
