@@ -1,0 +1,366 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/time/rate"
+
+	"github.com/gamerelay/gamerelay/internal/wire"
+	"github.com/gamerelay/gamerelay/sequencer"
+)
+
+// itemKind says what a send-queue item is.
+type itemKind uint8
+
+const (
+	itemFrame itemKind = iota // a compiled frame; id > 0 for game messages
+	itemJoin                  // joined, then the replay, then what follows
+	itemClose                 // close frame, then the end of the connection
+)
+
+type item struct {
+	kind  itemKind
+	id    uint64 // msg_id of a game message frame
+	frame []byte // compiled WebSocket frame
+	join  *joinJob
+}
+
+// joinJob is the seam of a join: joined, replay of (since, head], then the
+// live frames queued after it.
+type joinJob struct {
+	since, head uint64
+	joined      []byte // text frame payload
+	feed        *sequencer.Feed
+	game        string
+}
+
+// conn is one client connection. Its reader goroutine (serve) reads and
+// handles frames; a writer goroutine runs whenever the send queue is not
+// empty and is the only one writing to the socket.
+type conn struct {
+	// Static after construction.
+	g       *Gateway
+	nc      net.Conn
+	id      string
+	limiter *rate.Limiter // nil: no rate limit
+
+	// Owned by the reader goroutine.
+	fr   frameReader
+	hub  *hub
+	role string
+	user string
+	seq  uint64 // idempotency counter of this client's messages
+
+	// Owned by the writer goroutine.
+	skip uint64 // drop game frames with msg_id ≤ skip (a since beyond head)
+
+	mu sync.Mutex
+	// Guarded by mu.
+	queue   []item
+	queued  int           // bytes in queue
+	writing bool          // a writer goroutine runs
+	wdone   chan struct{} // closed when the running writer exits
+	closing bool // a close item is queued or the socket is gone
+	timer   *time.Timer
+}
+
+// enqueue adds it to the send queue. A queue over its byte limit means the
+// client does not keep up: it is closed with 1013 and may resume with since.
+func (c *conn) enqueue(it item) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.enqueueLocked(it)
+}
+
+func (c *conn) enqueueLocked(it item) {
+	if c.closing {
+		if it.kind == itemFrame && it.id > 0 {
+			c.g.m.dropped("closing")
+		}
+		return
+	}
+	if c.queued+len(it.frame) > c.g.cfg.SendQueueBytes && it.kind == itemFrame {
+		c.g.m.dropped("slow_consumer")
+		c.closeLocked(wire.CloseTryLater, "slow consumer: reconnect with since", "slow_consumer")
+		return
+	}
+	c.queue = append(c.queue, it)
+	c.queued += len(it.frame)
+	c.startWriterLocked()
+}
+
+func (c *conn) startWriterLocked() {
+	if !c.writing {
+		c.writing = true
+		c.wdone = make(chan struct{})
+		c.g.wg.Add(1)
+		go c.writeLoop(c.wdone)
+	}
+}
+
+// closeWith queues a close frame after dropping everything not yet written.
+func (c *conn) closeWith(code int, text, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, text, reason)
+}
+
+func (c *conn) closeLocked(code int, text, reason string) {
+	if c.closing {
+		return
+	}
+	// Game messages not yet written are dropped (the client resumes with
+	// since); small control frames such as the error explaining the close
+	// stay.
+	kept := c.queue[:0]
+	c.queued = 0
+	for _, it := range c.queue {
+		if it.kind == itemFrame && it.id == 0 && len(it.frame) <= 512 {
+			kept = append(kept, it)
+			c.queued += len(it.frame)
+		} else if it.id > 0 {
+			c.g.m.dropped("closing")
+		}
+	}
+	c.g.m.closed(reason)
+	c.queue = append(kept, item{kind: itemClose, frame: ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), text)))})
+	c.closing = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.startWriterLocked()
+}
+
+// closeGrace is how long the gateway waits for the client's answer to its
+// close frame before it drops the TCP connection.
+const closeGrace = 2 * time.Second
+
+// waitWriter waits, up to d, until no writer runs.
+func (c *conn) waitWriter(d time.Duration) {
+	c.mu.Lock()
+	done := c.wdone
+	w := c.writing
+	c.mu.Unlock()
+	if !w {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 8<<10) }}
+
+// writeLoop writes the queue until it is empty, flushing once per round.
+func (c *conn) writeLoop(done chan struct{}) {
+	defer c.g.wg.Done()
+	defer close(done)
+	bw := bufPool.Get().(*bufio.Writer)
+	bw.Reset(c.nc)
+	defer func() {
+		bw.Reset(nil)
+		bufPool.Put(bw)
+	}()
+	var spare []item
+	for {
+		c.mu.Lock()
+		items := c.queue
+		c.queue, spare = spare[:0], nil
+		c.queued = 0
+		if len(items) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
+		n, bytes, err := c.writeItems(bw, items)
+		if err == nil {
+			err = bw.Flush()
+		}
+		c.g.m.wrote(n, bytes)
+		if err == nil && items[len(items)-1].kind == itemClose {
+			c.g.log.Debug("gateway: close frame sent", "client", c.id)
+			// Close frame sent: wait for the client's close (the reader
+			// gets it, or times out) and let the reader end the socket.
+			_ = c.nc.SetReadDeadline(time.Now().Add(closeGrace))
+			c.mu.Lock()
+			c.writing = false
+			c.queue, c.queued = nil, 0
+			c.mu.Unlock()
+			return
+		}
+		if err != nil {
+			c.g.log.Debug("gateway: write failed", "client", c.id, "err", err)
+			// The socket failed: nothing more can be written.
+			_ = c.nc.Close()
+			c.mu.Lock()
+			c.closing, c.writing = true, false
+			c.queue, c.queued = nil, 0
+			c.mu.Unlock()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.g.m.closed("write_timeout")
+			} else if !errors.Is(err, net.ErrClosed) {
+				c.g.log.Debug("gateway: write", "client", c.id, "err", err)
+			}
+			return
+		}
+		clear(items)
+		spare = items
+	}
+}
+
+// writeItems writes items to bw and returns how many game frames and bytes
+// it wrote.
+func (c *conn) writeItems(bw *bufio.Writer, items []item) (n, size int, err error) {
+	for _, it := range items {
+		switch it.kind {
+		case itemJoin:
+			k, s, err := c.writeJoin(bw, it.join)
+			n, size = n+k, size+s
+			if err != nil {
+				return n, size, err
+			}
+		case itemClose:
+			_, err := bw.Write(it.frame)
+			return n, size, err
+		default:
+			if it.id > 0 {
+				if it.id <= c.skip {
+					continue
+				}
+				n++
+				size += len(it.frame)
+			}
+			if _, err := bw.Write(it.frame); err != nil {
+				return n, size, err
+			}
+		}
+	}
+	return n, size, nil
+}
+
+// writeJoin writes joined and the replay (since, head].
+func (c *conn) writeJoin(bw *bufio.Writer, j *joinJob) (n, size int, err error) {
+	if err := writeText(bw, j.joined); err != nil {
+		return 0, 0, err
+	}
+	c.skip = max(j.since, j.head)
+	if j.since >= j.head {
+		return 0, 0, nil
+	}
+	ctx, cancel := context.WithTimeout(c.g.ctx, c.g.cfg.ReplayTimeout)
+	defer cancel()
+	err = j.feed.Replay(ctx, j.since, j.head, func(m sequencer.Stored) error {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
+		n++
+		size += len(m.Data)
+		return writeText(bw, m.Data)
+	})
+	var te *sequencer.TruncatedError
+	if errors.As(err, &te) {
+		err = c.replayFromArchive(ctx, bw, j, te, &n, &size)
+	}
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrShortWrite) {
+			return n, size, err
+		}
+		// The history could not be read: the client must not continue
+		// with a gap. It may retry the join.
+		c.g.log.Warn("gateway: replay failed", "game", j.game, "client", c.id, "err", err)
+		_ = writeText(bw, errorFrame(wire.CodeUnavailable, "history unavailable, reconnect with since="+strconv.FormatUint(j.since, 10)))
+		_, _ = bw.Write(ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(wire.CloseTryLater, "history unavailable"))))
+		_ = bw.Flush()
+		return n, size, errReplay
+	}
+	return n, size, nil
+}
+
+var errReplay = errors.New("gateway: replay failed")
+
+// replayFromArchive serves the part of a replay retention removed from the
+// stream: the archive up to the stream's first message, then the stream.
+func (c *conn) replayFromArchive(ctx context.Context, bw *bufio.Writer, j *joinJob, te *sequencer.TruncatedError, n, size *int) error {
+	if c.g.history == nil || te.FirstID == 0 {
+		return te
+	}
+	err := c.g.history.Range(ctx, j.game, j.since, te.FirstID-1, func(_ uint64, frame []byte) error {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
+		*n++
+		*size += len(frame)
+		return writeText(bw, frame)
+	})
+	if err != nil {
+		return err
+	}
+	return j.feed.Replay(ctx, te.FirstID-1, j.head, func(m sequencer.Stored) error {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
+		*n++
+		*size += len(m.Data)
+		return writeText(bw, m.Data)
+	})
+}
+
+// writeText writes p as one unmasked text frame.
+func writeText(w io.Writer, p []byte) error {
+	var hdr [10]byte
+	if _, err := w.Write(appendTextHeader(hdr[:0], len(p))); err != nil {
+		return err
+	}
+	_, err := w.Write(p)
+	return err
+}
+
+func appendTextHeader(dst []byte, n int) []byte {
+	dst = append(dst, 0x80|byte(ws.OpText))
+	switch {
+	case n < 126:
+		return append(dst, byte(n))
+	case n <= 0xffff:
+		return append(dst, 126, byte(n>>8), byte(n))
+	default:
+		return append(dst, 127, byte(uint64(n)>>56), byte(uint64(n)>>48), byte(uint64(n)>>40), byte(uint64(n)>>32),
+			byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+}
+
+// textFrame compiles p into one text frame, shared by every recipient.
+func textFrame(p []byte) []byte {
+	f := make([]byte, 0, len(p)+10)
+	f = appendTextHeader(f, len(p))
+	return append(f, p...)
+}
+
+var (
+	pingFrame = ws.MustCompileFrame(ws.NewPingFrame(nil))
+)
+
+// ping sends a ping and re-arms the keepalive timer.
+func (c *conn) ping() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	c.enqueueLocked(item{kind: itemFrame, frame: pingFrame})
+	c.timer.Reset(c.g.cfg.PingInterval)
+}
+
+// sendError queues an error frame.
+func (c *conn) sendError(code, msg string) {
+	c.g.m.error(code)
+	c.enqueue(item{kind: itemFrame, frame: textFrame(errorFrame(code, msg))})
+}

@@ -1,0 +1,6 @@
+// Package gateway serves gamerelay's WebSocket protocol (docs/protocol.md):
+// joins with tokens, replay then live delivery in msg_id order, and game
+// messages appended through the sequencer. Each connection has one reader
+// goroutine and at most one writer goroutine; games hosted here share one
+// feed each. Gateway methods are safe for concurrent use.
+package gateway

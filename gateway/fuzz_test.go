@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// clientFrames encodes messages as a browser would: masked text frames.
+func clientFrames(msgs ...string) []byte {
+	var b bytes.Buffer
+	for _, m := range msgs {
+		_ = wsutil.WriteClientText(&b, []byte(m))
+	}
+	return b.Bytes()
+}
+
+// FuzzDecodeFrame drives raw client bytes through the frame reader and the
+// message decoder, as the connection's reader does. Whatever the input: no
+// panic, no message beyond the size limit, and every accepted game message
+// becomes a valid JSON object carrying the gateway's client_id.
+func FuzzDecodeFrame(f *testing.F) {
+	f.Add(clientFrames(`{"type":"join","game":"g1","token":"a.b.c","since":4}`))
+	f.Add(clientFrames(`{"type":"join","room":"lobby"}`, `{"type":"chat","text":"hi"}`))
+	f.Add(clientFrames(`{"type":"create"}`))
+	f.Add(clientFrames(`{"type":"move","col":3,"board":[[0,1],[2,0]]}`))
+	f.Add(clientFrames(`{"type":"move","msg_id":1}`, `[1]`, `{"type":3}`, `{"x":1}`))
+	f.Add(clientFrames(`{"type":"move","\u0063lient_id":"x"}`))
+	var frag bytes.Buffer
+	_ = ws.WriteFrame(&frag, ws.MaskFrame(ws.NewFrame(ws.OpText, false, []byte(`{"type":`))))
+	_ = ws.WriteFrame(&frag, ws.MaskFrame(ws.NewPingFrame([]byte("p"))))
+	_ = ws.WriteFrame(&frag, ws.MaskFrame(ws.NewFrame(ws.OpContinuation, true, []byte(`"move"}`))))
+	f.Add(frag.Bytes())
+	f.Add([]byte{0x81, 0x05, 'h', 'e', 'l', 'l', 'o'}) // unmasked
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr := frameReader{r: bytes.NewReader(data), max: 4096}
+		for i := 0; i < 64; i++ {
+			op, p, err := fr.next()
+			if err != nil {
+				var pe *protoError
+				if !errors.As(err, &pe) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("unexpected error kind %T: %v", err, err)
+				}
+				return
+			}
+			if len(p) > 4096 {
+				t.Fatalf("message of %d bytes passed a 4096 limit", len(p))
+			}
+			if op != ws.OpText {
+				continue
+			}
+			req, perr := decodeRequest(p)
+			if perr != nil {
+				if perr.code == "" {
+					t.Fatal("error without code")
+				}
+				continue
+			}
+			if req.kind == kindGame {
+				out := gameBody(req.body, "gw-1", "user\"x")
+				var m map[string]any
+				if err := json.Unmarshal(out, &m); err != nil {
+					t.Fatalf("game body %q not JSON: %v", out, err)
+				}
+				if m["client_id"] != "gw-1" || m["user"] != "user\"x" {
+					t.Fatalf("sender fields wrong in %s", out)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,569 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/time/rate"
+
+	"github.com/gamerelay/gamerelay/internal/wire"
+	"github.com/gamerelay/gamerelay/sequencer"
+)
+
+// Config configures a Gateway. The zero value is the documented default,
+// except that a gateway without TokenSecret and without AllowAnonymous
+// admits no one.
+type Config struct {
+	// TokenSecret verifies (and, for create, signs) HS256 tokens.
+	TokenSecret []byte
+	// AllowAnonymous lets clients join without a token, as players.
+	AllowAnonymous bool
+	// AllowCreate enables {"type":"create"} (needs TokenSecret).
+	AllowCreate bool
+	// Origins, if not empty, is the allow-list of WebSocket Origin headers
+	// ("*" allows all; requests without Origin, from non-browsers, pass).
+	Origins []string
+	// MaxMessageBytes bounds one client message. Default 64 KiB.
+	MaxMessageBytes int
+	// SendQueueBytes bounds what waits to be written to one client; beyond
+	// it the client is closed with 1013. Default 1 MiB.
+	SendQueueBytes int
+	// Rate and Burst are the per-client token bucket for game messages
+	// (messages/s). Rate 0 disables the limit.
+	Rate  float64
+	Burst int
+	// MaxClientsPerGame bounds one game's clients on this gateway. Default 10,000.
+	MaxClientsPerGame int
+	// PingInterval is the keepalive period; a client silent for two
+	// intervals is closed. Default 25s.
+	PingInterval time.Duration
+	// JoinTimeout is how long a new connection may stay without joining.
+	// Default 30s.
+	JoinTimeout time.Duration
+	// WriteTimeout bounds one write to a client. Default 10s.
+	WriteTimeout time.Duration
+	// AppendTimeout bounds one append to the log. Default 10s.
+	AppendTimeout time.Duration
+	// ReplayTimeout bounds a join's replay. Default 60s.
+	ReplayTimeout time.Duration
+	// TokenTTL is the lifetime of tokens minted by create. Default 24h.
+	TokenTTL time.Duration
+	// Instance prefixes client ids; unique per gateway process. Default random.
+	Instance string
+	// Logger; default slog.Default(). Tokens are never logged.
+	Logger *slog.Logger
+	// Metrics; nil disables them.
+	Metrics *Metrics
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 64 << 10
+	}
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = 1 << 20
+	}
+	if c.Burst == 0 && c.Rate > 0 {
+		c.Burst = max(1, int(c.Rate))
+	}
+	if c.MaxClientsPerGame == 0 {
+		c.MaxClientsPerGame = 10_000
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.JoinTimeout == 0 {
+		c.JoinTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.AppendTimeout == 0 {
+		c.AppendTimeout = 10 * time.Second
+	}
+	if c.ReplayTimeout == 0 {
+		c.ReplayTimeout = 60 * time.Second
+	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = 24 * time.Hour
+	}
+	if c.Instance == "" {
+		var b [5]byte
+		_, _ = rand.Read(b[:])
+		c.Instance = strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.MaxMessageBytes < 256 || c.MaxMessageBytes > 1<<20-4096:
+		return fmt.Errorf("gateway: MaxMessageBytes %d: want 256..%d", c.MaxMessageBytes, 1<<20-4096)
+	case c.SendQueueBytes < c.MaxMessageBytes:
+		return fmt.Errorf("gateway: SendQueueBytes %d: want at least MaxMessageBytes (%d)", c.SendQueueBytes, c.MaxMessageBytes)
+	case c.Rate < 0 || c.Burst < 0:
+		return fmt.Errorf("gateway: Rate %v / Burst %d: want ≥ 0", c.Rate, c.Burst)
+	case c.MaxClientsPerGame < 1:
+		return fmt.Errorf("gateway: MaxClientsPerGame %d: want ≥ 1", c.MaxClientsPerGame)
+	case c.PingInterval < 100*time.Millisecond:
+		return fmt.Errorf("gateway: PingInterval %s: want ≥ 100ms", c.PingInterval)
+	case c.AllowCreate && len(c.TokenSecret) == 0:
+		return errors.New("gateway: AllowCreate needs TokenSecret (create hands out tokens)")
+	case len(c.TokenSecret) > 0 && len(c.TokenSecret) < 16:
+		return errors.New("gateway: TokenSecret: want at least 16 bytes")
+	case strings.ContainsAny(c.Instance, ".*> \t"):
+		return fmt.Errorf("gateway: Instance %q: no dots, wildcards or spaces", c.Instance)
+	}
+	return nil
+}
+
+// Appender appends a game message to the ordered log; sequencer.Client and
+// *sequencer.Appender implement it.
+type Appender interface {
+	Append(ctx context.Context, game string, body []byte, idem string) (sequencer.Result, error)
+}
+
+// History serves messages the stream no longer holds; archiver's
+// HistoryClient implements it.
+type History interface {
+	Range(ctx context.Context, game string, since, upto uint64, fn func(msgID uint64, frame []byte) error) error
+}
+
+var (
+	_ Appender = (*sequencer.Client)(nil)
+	_ Appender = (*sequencer.Appender)(nil)
+)
+
+// Gateway serves the WebSocket protocol (docs/protocol.md) at the handler
+// returned by Handler.
+type Gateway struct {
+	// Static after construction.
+	cfg     Config
+	app     Appender
+	feeds   *sequencer.Feeds
+	history History // nil: no archive
+	log     *slog.Logger
+	m       *Metrics
+	ctx     context.Context // cancelled when draining runs out of time
+	cancel  context.CancelFunc
+
+	nextID   atomic.Uint64
+	draining atomic.Bool
+	wg       sync.WaitGroup // connection goroutines and presence appends
+
+	mu sync.Mutex
+	// Guarded by mu.
+	hubs  map[string]*hub
+	conns map[*conn]struct{}
+}
+
+// New returns a Gateway appending through app and delivering from feeds.
+// history may be nil.
+func New(app Appender, feeds *sequencer.Feeds, history History, cfg Config) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	g := &Gateway{
+		cfg:     cfg,
+		app:     app,
+		feeds:   feeds,
+		history: history,
+		log:     cfg.Logger,
+		m:       cfg.Metrics,
+		hubs:    make(map[string]*hub),
+		conns:   make(map[*conn]struct{}),
+	}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	return g, nil
+}
+
+// Ready reports nil while the gateway accepts connections.
+func (g *Gateway) Ready() error {
+	if g.draining.Load() {
+		return errors.New("draining")
+	}
+	return nil
+}
+
+// ServeHTTP upgrades the request to a WebSocket and serves it.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.draining.Load() {
+		http.Error(w, "gateway draining: connect to another instance", http.StatusServiceUnavailable)
+		return
+	}
+	if !g.originAllowed(r.Header.Get("Origin")) {
+		g.m.closed("origin")
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	nc, rw, _, err := ws.HTTPUpgrader{Timeout: 10 * time.Second}.Upgrade(r, w)
+	if err != nil {
+		g.log.Debug("gateway: upgrade", "remote", r.RemoteAddr, "err", err)
+		if nc != nil {
+			_ = nc.Close()
+		}
+		return
+	}
+	// Bytes the client sent right after the handshake may sit in the
+	// server's read buffer: hand them to the frame reader first.
+	var src = net.Conn(nc)
+	if n := rw.Reader.Buffered(); n > 0 {
+		pre := make([]byte, n)
+		_, _ = rw.Reader.Read(pre)
+		src = &prefixConn{Conn: nc, pre: pre}
+	}
+	c := &conn{
+		g:  g,
+		nc: src,
+		id: g.cfg.Instance + "-" + strconv.FormatUint(g.nextID.Add(1), 36),
+	}
+	c.fr = frameReader{r: src, max: g.cfg.MaxMessageBytes}
+	if g.cfg.Rate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(g.cfg.Rate), g.cfg.Burst)
+	}
+	g.mu.Lock()
+	if g.draining.Load() {
+		g.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	g.conns[c] = struct{}{}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	g.m.connections(1)
+	go g.serve(c)
+}
+
+func (g *Gateway) originAllowed(origin string) bool {
+	if len(g.cfg.Origins) == 0 || origin == "" {
+		return true
+	}
+	for _, o := range g.cfg.Origins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// prefixConn reads pre before the connection.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// serve is the connection's reader goroutine.
+func (g *Gateway) serve(c *conn) {
+	defer g.wg.Done()
+	defer g.finish(c)
+	c.mu.Lock()
+	c.timer = time.AfterFunc(g.cfg.PingInterval, c.ping)
+	c.mu.Unlock()
+	_ = c.nc.SetReadDeadline(time.Now().Add(g.cfg.JoinTimeout))
+	for {
+		op, p, err := c.fr.next()
+		if err != nil {
+			g.readFailed(c, err)
+			return
+		}
+		switch op {
+		case ws.OpClose:
+			code, _ := ws.ParseCloseFrameData(p)
+			if code == 0 {
+				code = wire.CloseNormal
+			}
+			c.closeWith(int(code), "", "client")
+			return
+		case ws.OpPing:
+			c.enqueue(item{kind: itemFrame, frame: ws.MustCompileFrame(ws.NewPongFrame(p))})
+		case ws.OpPong:
+		case ws.OpBinary:
+			c.sendError(wire.CodeUnsupported, "binary frames are not supported: send JSON text frames")
+			c.closeWith(wire.CloseUnsupported, "binary frames not supported", "unsupported")
+			return
+		case ws.OpText:
+			if !g.handle(c, p) {
+				return
+			}
+		}
+		if c.hub != nil {
+			_ = c.nc.SetReadDeadline(time.Now().Add(2 * g.cfg.PingInterval))
+		}
+	}
+}
+
+// readFailed closes the connection after the reader stopped on err.
+func (g *Gateway) readFailed(c *conn, err error) {
+	g.log.Debug("gateway: read ended", "client", c.id, "err", err)
+	var pe *protoError
+	switch {
+	case errors.As(err, &pe):
+		c.sendError(pe.code, pe.msg)
+		c.closeWith(pe.closeCode, pe.msg, pe.code)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if c.hub == nil {
+			c.sendError("join_timeout", "no join within "+g.cfg.JoinTimeout.String())
+			c.closeWith(wire.ClosePolicy, "join timeout", "join_timeout")
+		} else {
+			c.closeWith(wire.ClosePolicy, "ping timeout", "ping_timeout")
+		}
+	default:
+		c.closeWith(wire.CloseNormal, "", "disconnect")
+	}
+}
+
+// finish cleans up after the reader goroutine ends: lets the writer send
+// what it has (a close frame, normally), then drops the socket.
+func (g *Gateway) finish(c *conn) {
+	c.mu.Lock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	c.waitWriter(closeGrace)
+	_ = c.nc.Close()
+	if h := c.hub; h != nil {
+		h.mu.Lock()
+		delete(h.clients, c)
+		h.mu.Unlock()
+		g.releaseHub(h)
+		g.presence(h.game, "leave", c)
+	}
+	g.mu.Lock()
+	delete(g.conns, c)
+	g.mu.Unlock()
+	g.m.connections(-1)
+}
+
+// handle acts on one text message; false ends the connection.
+func (g *Gateway) handle(c *conn, p []byte) bool {
+	req, pe := decodeRequest(p)
+	if pe != nil {
+		c.sendError(pe.code, pe.msg)
+		return true
+	}
+	switch req.kind {
+	case kindJoin:
+		if c.hub != nil {
+			c.sendError(wire.CodeAlreadyJoined, "this connection already joined "+c.hub.game)
+			return true
+		}
+		g.join(c, req, nil)
+	case kindCreate:
+		if c.hub != nil {
+			c.sendError(wire.CodeAlreadyJoined, "this connection already joined "+c.hub.game)
+			return true
+		}
+		if !g.cfg.AllowCreate {
+			c.sendError(wire.CodeCreateDisabled, "creating games is disabled on this server")
+			return true
+		}
+		g.create(c)
+	case kindGame:
+		g.gameMessage(c, req.body)
+	}
+	return true
+}
+
+func (g *Gateway) gameMessage(c *conn, body []byte) {
+	switch {
+	case c.hub == nil:
+		c.sendError(wire.CodeNotJoined, "join a game first")
+		return
+	case c.role != RolePlayer:
+		c.sendError(wire.CodeForbidden, "spectators cannot send messages")
+		return
+	case c.limiter != nil && !c.limiter.Allow():
+		c.sendError(wire.CodeRateLimited, "too many messages; this one was dropped")
+		return
+	}
+	c.seq++
+	idem := c.id + ":" + strconv.FormatUint(c.seq, 36)
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
+	defer cancel()
+	start := time.Now()
+	_, err := g.app.Append(ctx, c.hub.game, gameBody(body, c.id, c.user), idem)
+	g.m.appended(time.Since(start), err == nil)
+	if err != nil {
+		var se *sequencer.Error
+		if errors.As(err, &se) && se.Code != wire.CodeUnavailable {
+			c.sendError(se.Code, se.Msg)
+			return
+		}
+		g.log.Warn("gateway: append failed", "game", c.hub.game, "client", c.id, "err", err)
+		c.sendError(wire.CodeUnavailable, "the message could not be stored; send it again")
+	}
+}
+
+// join authorises req and attaches c to the game: joined, replay, live.
+// created, if not nil, is sent before joined.
+func (g *Gateway) join(c *conn, req request, created []byte) {
+	role, user := RolePlayer, ""
+	if req.token != "" {
+		cl, err := VerifyToken(g.cfg.TokenSecret, req.token, time.Now())
+		switch {
+		case errors.Is(err, ErrTokenExpired):
+			c.sendError(wire.CodeTokenExpired, "the token has expired")
+			return
+		case err != nil:
+			c.sendError(wire.CodeBadToken, strings.TrimPrefix(err.Error(), "gateway: "))
+			return
+		case cl.Game != req.game:
+			c.sendError(wire.CodeBadToken, "the token is for another game")
+			return
+		}
+		role, user = cl.Role, cl.Sub
+	} else if !g.cfg.AllowAnonymous {
+		c.sendError(wire.CodeAuthRequired, "a token is required to join")
+		return
+	}
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
+	defer cancel()
+	h, err := g.acquireHub(ctx, req.game)
+	if err != nil {
+		g.log.Warn("gateway: open game", "game", req.game, "err", err)
+		c.sendError(wire.CodeUnavailable, "the game cannot be opened now; try again")
+		return
+	}
+	h.mu.Lock()
+	switch {
+	case h.last == 0 && role == RoleSpectator:
+		h.mu.Unlock()
+		g.releaseHub(h)
+		c.sendError(wire.CodeUnknownGame, "game "+req.game+" does not exist")
+		return
+	case len(h.clients) >= g.cfg.MaxClientsPerGame:
+		h.mu.Unlock()
+		g.releaseHub(h)
+		c.sendError(wire.CodeGameFull, "the game has the most clients allowed")
+		return
+	}
+	if created != nil {
+		// A created game exists once its first message is stored: append
+		// the creator's presence before anyone learns the game's id.
+		h.mu.Unlock()
+		actx, acancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
+		_, err := g.app.Append(actx, req.game, presenceBody("join", c.id, role, user), c.id+":join")
+		acancel()
+		if err != nil {
+			g.releaseHub(h)
+			g.log.Warn("gateway: create", "game", req.game, "err", err)
+			c.sendError(wire.CodeUnavailable, "the game could not be created; try again")
+			return
+		}
+		h.mu.Lock()
+	}
+	c.hub, c.role, c.user = h, role, user
+	h.clients[c] = struct{}{}
+	c.mu.Lock()
+	if created != nil {
+		c.enqueueLocked(item{kind: itemFrame, frame: textFrame(created)})
+	}
+	c.enqueueLocked(item{kind: itemJoin, join: &joinJob{
+		since:  req.since,
+		head:   h.last,
+		joined: joinedFrame(req.game, c.id, role, h.last),
+		feed:   h.feed,
+		game:   req.game,
+	}})
+	c.mu.Unlock()
+	h.mu.Unlock()
+	if created == nil {
+		g.presence(req.game, "join", c)
+	}
+}
+
+// create makes a new game, hands out its tokens and joins c as a player.
+func (g *Gateway) create(c *conn) {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	game := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+	exp := time.Now().Add(g.cfg.TokenTTL).Unix()
+	join, err1 := MintToken(g.cfg.TokenSecret, Claims{Game: game, Role: RolePlayer, Exp: exp, Iat: time.Now().Unix()})
+	watch, err2 := MintToken(g.cfg.TokenSecret, Claims{Game: game, Role: RoleSpectator, Exp: exp, Iat: time.Now().Unix()})
+	if err := errors.Join(err1, err2); err != nil {
+		g.log.Error("gateway: mint tokens", "err", err)
+		c.sendError(wire.CodeInternal, "could not create a game")
+		return
+	}
+	g.join(c, request{kind: kindJoin, game: game, token: join}, createdFrame(game, join, watch))
+}
+
+// presence appends a join or leave system message, in the background.
+func (g *Gateway) presence(game, event string, c *conn) {
+	body := presenceBody(event, c.id, c.role, c.user)
+	idem := c.id + ":" + event
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
+		defer cancel()
+		if _, err := g.app.Append(ctx, game, body, idem); err != nil {
+			g.log.Warn("gateway: presence", "game", game, "event", event, "err", err)
+		}
+	}()
+}
+
+// Shutdown drains the gateway: new connections are refused, every client is
+// closed with 1001 so it resumes on another instance, in-flight appends
+// finish. If ctx ends first, what is left is cut off. Shutdown returns when
+// every connection goroutine has exited.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.draining.Store(true)
+	conns := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.closeWith(wire.CloseGoingAway, "server shutting down: reconnect with since", "going_away")
+	}
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		g.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	g.cancel()
+	g.mu.Lock()
+	for c := range g.conns {
+		_ = c.nc.Close()
+	}
+	g.mu.Unlock()
+	<-done
+	return ctx.Err()
+}

@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+
+	"github.com/gamerelay/gamerelay/sequencer"
+)
+
+// hub is one game hosted on this gateway: one feed subscription, fanned out
+// to the game's local clients. Each message is compiled into a WebSocket
+// frame once and the same bytes are queued for every client.
+type hub struct {
+	// Static after construction.
+	game  string
+	ready chan struct{} // closed once feed and err are set
+
+	// Set before ready is closed.
+	feed   *sequencer.Feed
+	cancel func()
+	err    error
+
+	// Guarded by Gateway.mu.
+	refs int // clients joined or joining
+
+	mu sync.Mutex
+	// Guarded by mu.
+	clients map[*conn]struct{}
+	last    uint64 // msg_id of the last message fanned out
+}
+
+// onMsg fans one ordered message out to every client of the game. It runs
+// on the feed's delivery goroutine.
+func (h *hub) onMsg(m sequencer.Stored) {
+	frame := textFrame(m.Data)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = m.ID
+	for c := range h.clients {
+		c.enqueue(item{kind: itemFrame, id: m.ID, frame: frame})
+	}
+}
+
+// acquireHub returns the game's hub, opening its feed if this is the
+// game's first client here. Release it with releaseHub.
+func (g *Gateway) acquireHub(ctx context.Context, game string) (*hub, error) {
+	g.mu.Lock()
+	h := g.hubs[game]
+	if h != nil {
+		h.refs++
+		g.mu.Unlock()
+		<-h.ready
+		if h.err != nil {
+			g.releaseHub(h)
+			return nil, h.err
+		}
+		return h, nil
+	}
+	h = &hub{game: game, ready: make(chan struct{}), refs: 1, clients: make(map[*conn]struct{})}
+	g.hubs[game] = h
+	g.mu.Unlock()
+
+	h.feed, h.err = g.feeds.Open(ctx, game)
+	if h.err == nil {
+		var last uint64
+		last, h.cancel = h.feed.Subscribe(h.onMsg)
+		h.mu.Lock()
+		h.last = max(h.last, last)
+		h.mu.Unlock()
+		g.m.gamesHosted(1)
+	}
+	close(h.ready)
+	if h.err != nil {
+		g.releaseHub(h)
+		return nil, h.err
+	}
+	return h, nil
+}
+
+// releaseHub drops one reference; the last one closes the game's feed.
+func (g *Gateway) releaseHub(h *hub) {
+	g.mu.Lock()
+	h.refs--
+	last := h.refs == 0
+	if last && g.hubs[h.game] == h {
+		delete(g.hubs, h.game)
+	}
+	g.mu.Unlock()
+	if last && h.err == nil {
+		h.cancel()
+		h.feed.Close()
+		g.m.gamesHosted(-1)
+	}
+}

@@ -1,0 +1,220 @@
+package gateway
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/gamerelay/gamerelay/internal/jsonobj"
+	"github.com/gamerelay/gamerelay/internal/wire"
+)
+
+// protoError is a rejected client frame: answered with an error frame, and
+// the connection closed with closeCode if it is not 0.
+type protoError struct {
+	code      string
+	msg       string
+	closeCode int
+}
+
+func (e *protoError) Error() string { return e.code + ": " + e.msg }
+
+func perr(code, msg string) *protoError { return &protoError{code: code, msg: msg} }
+
+// kind says what a client frame asks for.
+type kind uint8
+
+const (
+	kindGame kind = iota + 1
+	kindJoin
+	kindCreate
+)
+
+// request is a decoded client frame.
+type request struct {
+	kind  kind
+	body  []byte // kindGame: the object as sent (validated)
+	game  string // kindJoin
+	token string // kindJoin
+	since uint64 // kindJoin
+}
+
+// reservedTypes may not be sent by clients as game messages.
+var reservedTypes = [...]string{"joined", "created", "error", "presence"}
+
+// reservedFields may never be set by clients.
+var reservedFields = [...]string{"msg_id", "client_id", "ts", "user", "source"}
+
+// decodeRequest validates one text frame from a client. It allocates only
+// for join frames.
+func decodeRequest(payload []byte) (request, *protoError) {
+	var (
+		req      request
+		typ      []byte
+		game     []byte
+		room     []byte
+		token    []byte
+		since    []byte
+		reserved []byte
+	)
+	err := jsonobj.Scan(payload, func(k, v []byte) error {
+		switch {
+		case jsonobj.KeyEquals(k, "type"):
+			typ = v
+		case jsonobj.KeyEquals(k, "game"):
+			game = v
+		case jsonobj.KeyEquals(k, "room"):
+			room = v
+		case jsonobj.KeyEquals(k, "token"):
+			token = v
+		case jsonobj.KeyEquals(k, "since"):
+			since = v
+		default:
+			for _, f := range reservedFields {
+				if jsonobj.KeyEquals(k, f) {
+					reserved = k
+					break
+				}
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, jsonobj.ErrNotObject):
+		return req, perr(wire.CodeNotObject, "a message must be a JSON object")
+	case err != nil:
+		return req, perr(wire.CodeInvalidJSON, err.Error())
+	case typ == nil:
+		return req, perr(wire.CodeMissingType, `a message needs a string field "type"`)
+	}
+	t, ok := jsonobj.StringValue(typ)
+	if !ok {
+		return req, perr(wire.CodeMissingType, `"type" must be a string`)
+	}
+	switch t {
+	case "join":
+		req.kind = kindJoin
+		g := game
+		if g == nil {
+			g = room // alias of the classic rooms protocol
+		}
+		if g == nil {
+			return req, perr(wire.CodeInvalidGame, `join needs "game" (or "room")`)
+		}
+		s, ok := jsonobj.StringValue(g)
+		if !ok {
+			return req, perr(wire.CodeInvalidGame, `"game" must be a string`)
+		}
+		if err := wire.ValidateGame(s); err != nil {
+			return req, perr(wire.CodeInvalidGame, err.Error())
+		}
+		req.game = s
+		if token != nil && string(token) != "null" {
+			if req.token, ok = jsonobj.StringValue(token); !ok {
+				return req, perr(wire.CodeBadToken, `"token" must be a string`)
+			}
+		}
+		if since != nil && string(since) != "null" {
+			n, err := strconv.ParseUint(string(since), 10, 64)
+			if err != nil {
+				return req, perr(wire.CodeInvalidMessage, `"since" must be a non-negative integer`)
+			}
+			req.since = n
+		}
+		return req, nil
+	case "create":
+		req.kind = kindCreate
+		return req, nil
+	}
+	for _, r := range reservedTypes {
+		if t == r {
+			return req, perr(wire.CodeReservedType, "type "+strconv.Quote(t)+" is sent only by gamerelay")
+		}
+	}
+	if reserved != nil {
+		return req, perr(wire.CodeReservedField, "field "+strconv.Quote(string(reserved))+" is set by gamerelay")
+	}
+	req.kind = kindGame
+	req.body = payload
+	return req, nil
+}
+
+// gameBody returns the client's object with the sender fields appended,
+// ready for the sequencer (which adds msg_id and ts).
+func gameBody(obj []byte, clientID, user string) []byte {
+	end := len(obj) - 1
+	for end > 0 && obj[end] != '}' {
+		end--
+	}
+	out := make([]byte, 0, end+len(clientID)+len(user)+48)
+	out = append(out, obj[:end]...)
+	out = append(out, `,"client_id":`...)
+	out = appendJSONString(out, clientID)
+	if user != "" {
+		out = append(out, `,"user":`...)
+		out = appendJSONString(out, user)
+	}
+	return append(out, '}')
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}
+
+func errorFrame(code, msg string) []byte {
+	b := []byte(`{"type":"error","code":`)
+	b = appendJSONString(b, code)
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, msg)
+	return append(b, '}')
+}
+
+func joinedFrame(game, clientID, role string, head uint64) []byte {
+	b := []byte(`{"type":"joined","game":`)
+	b = appendJSONString(b, game)
+	b = append(b, `,"client_id":`...)
+	b = appendJSONString(b, clientID)
+	b = append(b, `,"role":`...)
+	b = appendJSONString(b, role)
+	b = append(b, `,"head":`...)
+	b = strconv.AppendUint(b, head, 10)
+	return append(b, '}')
+}
+
+func createdFrame(game, join, watch string) []byte {
+	b := []byte(`{"type":"created","game":`)
+	b = appendJSONString(b, game)
+	b = append(b, `,"join":`...)
+	b = appendJSONString(b, join)
+	b = append(b, `,"watch":`...)
+	b = appendJSONString(b, watch)
+	return append(b, '}')
+}
+
+// presenceBody is the system message announcing a client joining or leaving.
+func presenceBody(event, clientID, role, user string) []byte {
+	b := []byte(`{"type":"presence","event":`)
+	b = appendJSONString(b, event)
+	b = append(b, `,"client":`...)
+	b = appendJSONString(b, clientID)
+	b = append(b, `,"role":`...)
+	b = appendJSONString(b, role)
+	if user != "" {
+		b = append(b, `,"user":`...)
+		b = appendJSONString(b, user)
+	}
+	return append(b, `,"client_id":""}`...)
+}
