@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,8 +14,7 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
+	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/internal/admin"
 	"github.com/gamerelay/gamerelay/internal/cli"
 	"github.com/gamerelay/gamerelay/internal/embednats"
@@ -21,16 +22,18 @@ import (
 )
 
 func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := cli.NewFlagSet("dev", "Runs gamerelay in one process for development: an embedded NATS JetStream\nserver (reachable by other gamerelay processes at --nats-listen) and the\nsequencer service.", stderr)
+	fs := cli.NewFlagSet("dev", "Runs gamerelay in one process for development: an embedded NATS JetStream\nserver (reachable by other gamerelay processes at --nats-listen), the\nsequencer service and a gateway with anonymous play and create enabled.", stderr)
 	var (
 		lf   logFlags
 		lc   logCfg
+		gf   gatewayFlags
 		adm  string
 		data string
 		nl   string
 	)
 	lf.register(fs, "text")
 	lc.register(fs)
+	gf.register(fs, true)
 	fs.StringVar(&adm, "admin", ":9090", "admin listener address (/metrics, /healthz, /readyz)")
 	fs.StringVar(&data, "data", ".gamerelay-dev", "directory for the embedded servers' data")
 	fs.StringVar(&nl, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
@@ -52,12 +55,25 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--nats-listen %q: bad port", nl)}
 	}
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return err
+	gf.anonymous, gf.create, gf.embedSequencer = true, true, true
+	gf.leaseTTL = 10 * time.Second
+	if gf.secret == "" {
+		// Tokens from create then work until this process exits; pass
+		// --token-secret to keep them valid across restarts.
+		var b [24]byte
+		_, _ = rand.Read(b[:])
+		gf.secret = hex.EncodeToString(b[:])
 	}
 	reg := admin.NewRegistry()
-	cfg, err := lc.config(log, sequencer.NewMetrics(reg))
+	seqCfg, err := lc.config(log, sequencer.NewMetrics(reg))
 	if err != nil {
+		return err
+	}
+	gcfg, err := gf.config(log, gateway.NewMetrics(reg))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(data, 0o755); err != nil {
 		return err
 	}
 
@@ -68,24 +84,15 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	log.Info("embedded NATS JetStream listening", "url", ns.ClientURL(), "data", filepath.Join(data, "nats"))
 
-	nc, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev", log, nil)
+	var feeds *sequencer.Feeds
+	nc, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev", log, func() {
+		if feeds != nil {
+			feeds.Recheck()
+		}
+	})
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	svc, err := sequencer.NewService(nc, cfg)
-	if err != nil {
-		return usageError{err}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		return admin.Serve(gctx, adm, admin.Handler(reg, func() error {
-			if !svc.Ready() {
-				return errors.New("sequencer not started")
-			}
-			return nil
-		}), log)
-	})
-	g.Go(func() error { return svc.Run(gctx, 10*time.Second) })
-	return g.Wait()
+	return serveGateway(ctx, nc, seqCfg, gcfg, gf, adm, reg, log, true, nil, &feeds)
 }

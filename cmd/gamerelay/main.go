@@ -24,6 +24,8 @@ type command struct {
 var commands = map[string]command{
 	"sequencer": {"run the sequencer service: numbers and appends game messages", runSequencer},
 	"dev":       {"run the whole system in one process on embedded NATS JetStream", runDev},
+	"gateway":   {"run a WebSocket gateway for players and spectators", runGateway},
+	"token":     {"mint a player or spectator token for a game", runToken},
 }
 
 func usage(w io.Writer) {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	"github.com/nats-io/nats.go"
 
 	"github.com/gamerelay/gamerelay/sequencer"
@@ -34,6 +36,12 @@ func TestUsageAndExitCodes(t *testing.T) {
 		"bad log level":    {[]string{"dev", "--log-level", "loud"}, nil, 2, "--log-level"},
 		"stray argument":   {[]string{"dev", "extra"}, nil, 2, `unexpected argument "extra"`},
 		"bad nats address": {[]string{"dev", "--nats-listen", "nohost"}, nil, 2, "--nats-listen"},
+		"gateway help":     {[]string{"gateway", "--help"}, nil, 0, "$GAMERELAY_TOKEN_SECRET"},
+		"gateway no auth":  {[]string{"gateway"}, nil, 2, "no one could join"},
+		"create no secret": {[]string{"gateway", "--allow-create"}, nil, 2, "AllowCreate needs TokenSecret"},
+		"short secret":     {[]string{"gateway", "--token-secret", "short"}, nil, 2, "at least 16 bytes"},
+		"token no game":    {[]string{"token", "--token-secret", "0123456789abcdef"}, nil, 2, "--game"},
+		"token bad role":   {[]string{"token", "--game", "g", "--role", "king", "--token-secret", "0123456789abcdef"}, nil, 2, "role"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -47,6 +55,36 @@ func TestUsageAndExitCodes(t *testing.T) {
 				t.Fatalf("output lacks %q:\n%s", tc.out, out.String())
 			}
 		})
+	}
+}
+
+// wsSession connects, sends msgs, and reads frames until one of type
+// "move" arrives (or 5s pass).
+func wsSession(t *testing.T, url string, msgs ...string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, _, _, err := ws.Dial(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, m := range msgs {
+		if err := wsutil.WriteClientText(conn, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out []string
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		p, err := wsutil.ReadServerText(conn)
+		if err != nil {
+			t.Fatalf("read after %q: %v", out, err)
+		}
+		out = append(out, string(p))
+		if strings.Contains(string(p), `"type":"move"`) {
+			return out
+		}
 	}
 }
 
@@ -82,12 +120,12 @@ func waitReady(t *testing.T, url string) {
 // `gamerelay sequencer` to its embedded NATS, appends through the
 // sequencer API, and stops both as SIGTERM would.
 func TestDevWithSecondSequencer(t *testing.T) {
-	natsAddr, devAdmin, seqAdmin := freeAddr(t), freeAddr(t), freeAddr(t)
+	natsAddr, devAdmin, seqAdmin, devListen := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	devDone := make(chan error, 1)
 	go func() {
-		devDone <- runDev(ctx, []string{"--data", t.TempDir(), "--nats-listen", natsAddr, "--admin", devAdmin, "--log-level", "warn"}, io.Discard, io.Discard)
+		devDone <- runDev(ctx, []string{"--data", t.TempDir(), "--nats-listen", natsAddr, "--admin", devAdmin, "--listen", devListen, "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
 	waitReady(t, "http://"+devAdmin+"/readyz")
 
@@ -124,6 +162,39 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(buf.String(), "gamerelay_sequencer_partitions_owned") {
 		t.Fatal("metrics lack sequencer gauges")
+	}
+
+	// A second gateway joins dev's NATS; a token from `gamerelay token`
+	// admits a player there, who sees what was appended above.
+	const secret = "cli-test-secret-0123456789"
+	var tok bytes.Buffer
+	if code := run([]string{"token", "--game", "cli-game", "--sub", "ana", "--token-secret", secret}, &tok, io.Discard); code != 0 {
+		t.Fatalf("token exit %d", code)
+	}
+	t.Setenv("GAMERELAY_TOKEN_SECRET", secret) // the environment twin of --token-secret
+	gwListen, gwAdmin := freeAddr(t), freeAddr(t)
+	gwCtx, gwCancel := context.WithCancel(ctx)
+	gwDone := make(chan error, 1)
+	go func() {
+		gwDone <- runGateway(gwCtx, []string{"--nats", "nats://" + natsAddr, "--listen", gwListen, "--admin", gwAdmin, "--log-level", "warn"}, io.Discard, io.Discard)
+	}()
+	select {
+	case err := <-gwDone:
+		t.Fatalf("gateway exited: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	waitReady(t, "http://"+gwAdmin+"/readyz")
+	frames := wsSession(t, "ws://"+gwListen+"/ws", `{"type":"join","game":"cli-game","token":"`+strings.TrimSpace(tok.String())+`"}`, `{"type":"move","col":1}`)
+	if !strings.Contains(frames[0], `"type":"joined"`) || !strings.Contains(frames[0], `"head":3`) {
+		t.Fatalf("joined frame %s", frames[0])
+	}
+	last := frames[len(frames)-1]
+	if !strings.Contains(last, `"type":"move"`) || !strings.Contains(last, `"user":"ana"`) {
+		t.Fatalf("move frame %s", last)
+	}
+	gwCancel()
+	if err := <-gwDone; err != nil {
+		t.Fatalf("gateway exit: %v", err)
 	}
 
 	seqCancel()

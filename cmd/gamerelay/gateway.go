@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gamerelay/gamerelay/gateway"
+	"github.com/gamerelay/gamerelay/internal/admin"
+	"github.com/gamerelay/gamerelay/internal/cli"
+	"github.com/gamerelay/gamerelay/sequencer"
+)
+
+// gatewayFlags are the flags of the WebSocket gateway, shared by gateway and dev.
+type gatewayFlags struct {
+	listen         string
+	secret         string
+	anonymous      bool
+	create         bool
+	origins        cli.Repeated
+	maxMsg         int
+	queueBytes     int
+	rate           float64
+	burst          int
+	maxPerGame     int
+	ping           time.Duration
+	drain          time.Duration
+	embedSequencer bool
+	leaseTTL       time.Duration
+}
+
+func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
+	listen, rate, burst := ":8080", 1000.0, 1000
+	if dev {
+		rate, burst = 0, 0
+	}
+	fs.StringVar(&f.listen, "listen", listen, "address of the public listener (WebSocket at /ws)")
+	fs.StringVar(&f.secret, "token-secret", "", "HS256 secret for player and spectator tokens (at least 16 bytes)")
+	fs.Var(&f.origins, "origins", "allowed WebSocket Origin values, comma-separated or repeated (empty: any)")
+	fs.IntVar(&f.maxMsg, "max-message-bytes", 64<<10, "largest client message; larger ones close the connection with 1009")
+	fs.IntVar(&f.queueBytes, "send-queue-bytes", 1<<20, "per-client send queue; a client behind by more is closed with 1013")
+	fs.Float64Var(&f.rate, "rate", rate, "per-client game messages per second (0: no limit)")
+	fs.IntVar(&f.burst, "burst", burst, "per-client burst above --rate")
+	fs.IntVar(&f.maxPerGame, "max-clients-per-game", 10_000, "most clients of one game on this gateway")
+	fs.DurationVar(&f.ping, "ping-interval", 25*time.Second, "keepalive ping period; silent clients are closed after two")
+	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "on SIGTERM, time to close clients (1001) and finish in-flight appends")
+	if !dev {
+		fs.BoolVar(&f.anonymous, "allow-anonymous", false, "let clients join without a token (as players)")
+		fs.BoolVar(&f.create, "allow-create", false, `enable {"type":"create"} (needs --token-secret)`)
+		fs.BoolVar(&f.embedSequencer, "embed-sequencer", false, "also run the sequencer service in this process")
+		fs.DurationVar(&f.leaseTTL, "lease-ttl", 10*time.Second, "with --embed-sequencer: partition lease lifetime")
+	}
+}
+
+func (f *gatewayFlags) config(log *slog.Logger, m *gateway.Metrics) (gateway.Config, error) {
+	cfg := gateway.Config{
+		TokenSecret:       []byte(f.secret),
+		AllowAnonymous:    f.anonymous,
+		AllowCreate:       f.create,
+		Origins:           f.origins,
+		MaxMessageBytes:   f.maxMsg,
+		SendQueueBytes:    f.queueBytes,
+		Rate:              f.rate,
+		Burst:             f.burst,
+		MaxClientsPerGame: f.maxPerGame,
+		PingInterval:      f.ping,
+		Logger:            log,
+		Metrics:           m,
+	}
+	if f.secret == "" {
+		cfg.TokenSecret = nil
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
+	}
+	if len(cfg.TokenSecret) == 0 && !cfg.AllowAnonymous {
+		return cfg, usageError{errors.New("no one could join: set --token-secret (or GAMERELAY_TOKEN_SECRET), or --allow-anonymous")}
+	}
+	return cfg, nil
+}
+
+func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := cli.NewFlagSet("gateway", "Runs a WebSocket gateway: players and spectators connect at /ws; game\nmessages are appended through the sequencer and delivered in msg_id order.", stderr)
+	var (
+		lf  logFlags
+		lc  logCfg
+		nf  natsFlags
+		gf  gatewayFlags
+		adm string
+	)
+	lf.register(fs, "json")
+	lc.register(fs)
+	nf.register(fs)
+	gf.register(fs, false)
+	fs.StringVar(&adm, "admin", ":9090", "admin listener address (/metrics, /healthz, /readyz)")
+	if err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	reg := admin.NewRegistry()
+	seqCfg, err := lc.config(log, sequencer.NewMetrics(reg))
+	if err != nil {
+		return err
+	}
+	seqCfg.LeaseTTL = gf.leaseTTL
+	gcfg, err := gf.config(log, gateway.NewMetrics(reg))
+	if err != nil {
+		return err
+	}
+	var feeds *sequencer.Feeds
+	nc, err := connect(ctx, nf.url, nf.creds, "gamerelay-gateway", log, func() {
+		if feeds != nil {
+			feeds.Recheck()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return serveGateway(ctx, nc, seqCfg, gcfg, gf, adm, reg, log, gf.embedSequencer, nil, &feeds)
+}
+
+// serveGateway runs the gateway's public and admin listeners (and, if
+// embed, a sequencer service) until ctx ends, then drains. extra runs
+// alongside and is cancelled after the drain.
+func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, gcfg gateway.Config, gf gatewayFlags,
+	adm string, reg *prometheus.Registry, log *slog.Logger, embed bool, extra []func(context.Context) error, feedsOut **sequencer.Feeds) error {
+	feeds, err := sequencer.NewFeeds(nc, seqCfg, sequencer.FeedConfig{})
+	if err != nil {
+		return err
+	}
+	*feedsOut = feeds
+	defer feeds.Close()
+	gw, err := gateway.New(sequencer.NewClient(nc, seqCfg), feeds, nil, gcfg)
+	if err != nil {
+		return usageError{err}
+	}
+	ln, err := net.Listen("tcp", gf.listen)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ws", gw)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	// Background parts (sequencer, archiver, ...) outlive the drain, so
+	// in-flight appends can finish.
+	bgCtx, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	bg, _ := errgroup.WithContext(bgCtx)
+	var svc *sequencer.Service
+	if embed {
+		if svc, err = sequencer.NewService(nc, seqCfg); err != nil {
+			return usageError{err}
+		}
+		bg.Go(func() error { return svc.Run(bgCtx, gf.drain) })
+	}
+	for _, f := range extra {
+		bg.Go(func() error { return f(bgCtx) })
+	}
+	// bgDone reports when the background parts end; with none, never.
+	var bgDone chan error
+	if embed || len(extra) > 0 {
+		bgDone = make(chan error, 1)
+		go func() { bgDone <- bg.Wait() }()
+	}
+
+	ready := func() error {
+		if err := gw.Ready(); err != nil {
+			return err
+		}
+		if !nc.IsConnected() {
+			return errors.New("NATS not connected")
+		}
+		if svc != nil && !svc.Ready() {
+			return errors.New("sequencer not started")
+		}
+		return nil
+	}
+	admCtx, stopAdm := context.WithCancel(context.Background())
+	defer stopAdm()
+	admDone := make(chan error, 1)
+	go func() { admDone <- admin.Serve(admCtx, adm, admin.Handler(reg, ready), log) }()
+
+	log.Info("gateway listening", "addr", ln.Addr().String(), "anonymous", gcfg.AllowAnonymous, "create", gcfg.AllowCreate)
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(ln) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-srvDone:
+		runErr = fmt.Errorf("public listener: %w", err)
+	case err := <-admDone:
+		runErr = fmt.Errorf("admin listener: %w", err)
+	case err := <-bgDone:
+		runErr = fmt.Errorf("background service stopped: %w", err)
+		bgDone <- err
+	}
+	log.Info("gateway draining", "timeout", gf.drain)
+	drainCtx, cancel := context.WithTimeout(context.Background(), gf.drain)
+	defer cancel()
+	_ = srv.Shutdown(drainCtx) // stop accepting; WebSockets are the gateway's to close
+	if err := gw.Shutdown(drainCtx); err != nil {
+		log.Warn("gateway drain incomplete", "err", err)
+	}
+	stopBG()
+	if bgDone != nil {
+		if err := <-bgDone; err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
+			runErr = err
+		}
+	}
+	stopAdm()
+	<-admDone
+	log.Info("gateway stopped")
+	return runErr
+}
