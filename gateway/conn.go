@@ -69,7 +69,7 @@ type conn struct {
 	queued  int           // bytes in queue
 	writing bool          // a writer goroutine runs
 	wdone   chan struct{} // closed when the running writer exits
-	closing bool // a close item is queued or the socket is gone
+	closing bool          // a close item is queued or the socket is gone
 	timer   *time.Timer
 }
 

@@ -2,10 +2,11 @@ package gateway
 
 import (
 	"bytes"
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -238,8 +239,15 @@ var errClosed = errors.New("closed by server")
 // close codes outside RFC 6455 such as 1013, which browsers accept.)
 func (c *client) read() ([]byte, ws.StatusCode, error) {
 	for {
-		f, err := ws.ReadFrame(c.conn)
+		h, err := ws.ReadHeader(c.conn)
 		if err != nil {
+			return nil, 0, err
+		}
+		if h.Length > 1<<20 {
+			return nil, 0, errors.New("server frame over 1 MiB")
+		}
+		f := ws.Frame{Header: h, Payload: make([]byte, h.Length)}
+		if _, err := io.ReadFull(c.conn, f.Payload); err != nil {
 			return nil, 0, err
 		}
 		switch f.Header.OpCode {

@@ -32,12 +32,12 @@ const (
 
 // WebSocket close codes gamerelay uses (RFC 6455 §7.4.1 and IANA registry).
 const (
-	CloseNormal       = 1000 // client asked to close
-	CloseGoingAway    = 1001 // gateway draining (SIGTERM): reconnect to another pod with since
-	CloseProtocol     = 1002 // broken WebSocket framing
-	CloseUnsupported  = 1003 // binary frame
-	ClosePolicy       = 1008 // no join within the join timeout, or no pong in time
-	CloseTooBig       = 1009 // frame larger than the message size limit
-	CloseInternal     = 1011 // unexpected server error
-	CloseTryLater     = 1013 // slow consumer: the send queue overflowed; reconnect with since
+	CloseNormal      = 1000 // client asked to close
+	CloseGoingAway   = 1001 // gateway draining (SIGTERM): reconnect to another pod with since
+	CloseProtocol    = 1002 // broken WebSocket framing
+	CloseUnsupported = 1003 // binary frame
+	ClosePolicy      = 1008 // no join within the join timeout, or no pong in time
+	CloseTooBig      = 1009 // frame larger than the message size limit
+	CloseInternal    = 1011 // unexpected server error
+	CloseTryLater    = 1013 // slow consumer: the send queue overflowed; reconnect with since
 )
