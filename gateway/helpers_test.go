@@ -19,6 +19,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gamerelay/gamerelay/internal/embednats"
 	"github.com/gamerelay/gamerelay/sequencer"
@@ -344,3 +346,5 @@ func joinMsg(game, token string, since uint64) string {
 	b, _ := json.Marshal(map[string]any{"type": "join", "game": game, "token": token, "since": since})
 	return string(b)
 }
+
+func testutilValue(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
