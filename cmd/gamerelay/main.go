@@ -26,6 +26,7 @@ var commands = map[string]command{
 	"dev":       {"run the whole system in one process on embedded NATS JetStream", runDev},
 	"gateway":   {"run a WebSocket gateway for players and spectators", runGateway},
 	"token":     {"mint a player or spectator token for a game", runToken},
+	"bench":     {"load generator that verifies order, and the bare reference relay", runBench},
 }
 
 func usage(w io.Writer) {

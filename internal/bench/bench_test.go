@@ -1,0 +1,150 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gamerelay/gamerelay/gateway"
+	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/sequencer"
+)
+
+// startGateway runs NATS, a sequencer and one gateway in process.
+func startGateway(t *testing.T) string {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ns := embednats.Server(t)
+	cfg := sequencer.Config{Logger: log}
+	nc := embednats.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	if err := sequencer.Provision(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ := sequencer.NewService(embednats.Connect(t, ns.ClientURL()), cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = svc.Run(ctx, time.Second); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	feeds, _ := sequencer.NewFeeds(nc, cfg, sequencer.FeedConfig{})
+	g, err := gateway.New(sequencer.NewClient(nc, cfg), feeds, nil, gateway.Config{AllowAnonymous: true, TokenSecret: []byte("bench-test-secret-0123"), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	t.Cleanup(func() {
+		_ = g.Shutdown(context.Background())
+		srv.Close()
+		feeds.Close()
+	})
+	return "ws://" + srv.Listener.Addr().String() + "/ws"
+}
+
+func startReference(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = NewReference(slog.New(slog.NewTextHandler(io.Discard, nil))).Serve(ctx, addr); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("reference relay did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return "ws://" + addr + "/ws"
+}
+
+func TestModesAgainstGatewayAndReference(t *testing.T) {
+	gw, ref := startGateway(t), startReference(t)
+	pid := os.Getpid()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"pingpong gateway", Config{URL: gw, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond, ServerPID: pid}},
+		{"pingpong reference", Config{URL: ref, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond}},
+		{"fanout with spectators", Config{URL: gw, Mode: "fanout", Games: 2, Players: 2, Spectators: 3, Rate: 50, Duration: 500 * time.Millisecond, TokenSecret: "bench-test-secret-0123"}},
+		{"idle", Config{URL: gw, Mode: "idle", Conns: 50, Games: 5, Sources: 3, Duration: 100 * time.Millisecond, ServerPID: pid}},
+		{"rejoin", Config{URL: gw, Mode: "rejoin", History: 300, Others: 500, Rejoins: 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := Run(context.Background(), tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log("\n" + r.String())
+			if !r.OK() {
+				t.Fatalf("verification failed: %+v", r)
+			}
+			switch tc.cfg.Mode {
+			case "pingpong", "fanout":
+				if r.Deliveries == 0 || r.GamesVerified != tc.cfg.Games || r.Own.Count == 0 {
+					t.Fatalf("nothing measured: %+v", r)
+				}
+				if tc.cfg.Spectators > 0 && r.Deliveries < r.Sends*uint64(tc.cfg.Players+tc.cfg.Spectators)*9/10 {
+					t.Fatalf("%d deliveries for %d sends to %d clients per game", r.Deliveries, r.Sends, tc.cfg.Players+tc.cfg.Spectators)
+				}
+			case "idle":
+				if r.Connections != tc.cfg.Conns || r.ServerRSSBytes <= 0 {
+					t.Fatalf("idle: %+v", r)
+				}
+			case "rejoin":
+				if r.Replay == nil || r.Replay.Runs != 3 || r.Replay.Latency.P50 <= 0 {
+					t.Fatalf("rejoin: %+v", r.Replay)
+				}
+			}
+		})
+	}
+}
+
+// The verifier itself must catch what it exists to catch.
+func TestVerificationDetectsDivergence(t *testing.T) {
+	a := &bclient{entries: []entry{{1, 10}, {2, 20}, {3, 30}}}
+	b := &bclient{entries: []entry{{2, 20}, {3, 30}, {4, 40}}}
+	if !sameSequence([]*bclient{a, b}) {
+		t.Fatal("identical overlap reported as mismatch")
+	}
+	c := &bclient{entries: []entry{{2, 20}, {3, 31}}}
+	if sameSequence([]*bclient{a, c}) {
+		t.Fatal("different message at msg_id 3 not detected")
+	}
+	d := &bclient{entries: []entry{{1, 10}, {3, 30}}}
+	if sameSequence([]*bclient{a, d}) {
+		t.Fatal("missing msg_id 2 not detected")
+	}
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	h := newHist()
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
+	}
+	for q, want := range map[float64]time.Duration{0.5: 500 * time.Microsecond, 0.99: 990 * time.Microsecond} {
+		got := h.quantile(q)
+		if got < want*97/100 || got > want*103/100 {
+			t.Fatalf("q%.2f = %v, want about %v", q, got, want)
+		}
+	}
+	if h.max != time.Millisecond {
+		t.Fatalf("max %v", h.max)
+	}
+}

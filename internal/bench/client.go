@@ -1,0 +1,247 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// entry is one delivered message as a client saw it.
+type entry struct {
+	id   uint64
+	hash uint64 // FNV-1a of the frame bytes
+}
+
+// bclient is one benchmark connection with its own reader goroutine.
+type bclient struct {
+	// Static after dial.
+	idx  int // global index, the "s" field of its messages
+	game string
+	conn net.Conn
+
+	wmu sync.Mutex // guards writes to conn
+
+	// Owned by the reader goroutine until done is closed.
+	own, all   *hist
+	entries    []entry
+	lastID     uint64
+	seen       atomic.Uint64 // lastID, for other goroutines
+	violations uint64
+	received   uint64
+	errs       map[string]uint64
+	closeCode  ws.StatusCode
+
+	joined chan uint64   // head, once
+	ownMsg chan struct{} // pingpong: own message came back
+	done   chan struct{}
+	keep   bool // record entries (order verification)
+	watch  uint64
+	hit    chan struct{} // closed when msg_id watch arrives
+}
+
+func dialClient(ctx context.Context, url string, local net.Addr, idx int, game string) (*bclient, error) {
+	d := ws.Dialer{Timeout: 10 * time.Second}
+	if local != nil {
+		nd := &net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
+		d.NetDial = nd.DialContext
+	}
+	conn, _, _, err := d.Dial(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return &bclient{
+		idx: idx, game: game, conn: conn,
+		own: newHist(), all: newHist(), errs: make(map[string]uint64),
+		joined: make(chan uint64, 1), ownMsg: make(chan struct{}, 1), done: make(chan struct{}),
+	}, nil
+}
+
+func (c *bclient) write(p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return wsutil.WriteClientText(c.conn, p)
+}
+
+func (c *bclient) join(token string, since uint64) error {
+	msg := `{"type":"join","game":"` + c.game + `","since":` + strconv.FormatUint(since, 10)
+	if token != "" {
+		msg += `,"token":"` + token + `"`
+	}
+	return c.write([]byte(msg + "}"))
+}
+
+// send sends one benchmark message stamped with the send time.
+func (c *bclient) send(pad []byte) error {
+	b := make([]byte, 0, len(pad)+64)
+	b = append(b, `{"type":"b","s":`...)
+	b = strconv.AppendInt(b, int64(c.idx), 10)
+	b = append(b, `,"t":`...)
+	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
+	b = append(b, `,"p":"`...)
+	b = append(b, pad...)
+	b = append(b, `"}`...)
+	return c.write(b)
+}
+
+var (
+	keyMsgID = []byte(`"msg_id":`)
+	keyT     = []byte(`"t":`)
+	keyS     = []byte(`"s":`)
+	keyType  = []byte(`"type":"`)
+	keyCode  = []byte(`"code":"`)
+	keyHead  = []byte(`"head":`)
+)
+
+// intAfter parses the unsigned integer following key in p (last occurrence
+// if last), or -1.
+func intAfter(p, key []byte, last bool) int64 {
+	var i int
+	if last {
+		i = bytes.LastIndex(p, key)
+	} else {
+		i = bytes.Index(p, key)
+	}
+	if i < 0 {
+		return -1
+	}
+	i += len(key)
+	var n int64
+	j := i
+	for j < len(p) && p[j] >= '0' && p[j] <= '9' {
+		n = n*10 + int64(p[j]-'0')
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return n
+}
+
+func strAfter(p, key []byte) string {
+	i := bytes.Index(p, key)
+	if i < 0 {
+		return ""
+	}
+	p = p[i+len(key):]
+	if j := bytes.IndexByte(p, '"'); j >= 0 {
+		return string(p[:j])
+	}
+	return ""
+}
+
+// readLoop reads until the connection ends.
+func (c *bclient) readLoop() {
+	defer close(c.done)
+	var hdr [ws.MaxHeaderSize - 2]byte
+	joined := false
+	for {
+		h, err := ws.ReadHeaderBuffer(c.conn, hdr[:0])
+		if err != nil {
+			return
+		}
+		p := make([]byte, h.Length)
+		if _, err := io.ReadFull(c.conn, p); err != nil {
+			return
+		}
+		switch h.OpCode {
+		case ws.OpPing:
+			c.wmu.Lock()
+			_ = wsutil.WriteClientMessage(c.conn, ws.OpPong, p)
+			c.wmu.Unlock()
+			continue
+		case ws.OpClose:
+			if len(p) >= 2 {
+				c.closeCode = ws.StatusCode(binary.BigEndian.Uint16(p))
+			}
+			return
+		case ws.OpText:
+		default:
+			continue
+		}
+		now := time.Now()
+		typ := strAfter(p, keyType)
+		switch typ {
+		case "joined":
+			if !joined {
+				joined = true
+				c.joined <- uint64(max(intAfter(p, keyHead, false), 0))
+			}
+			continue
+		case "error":
+			c.errs[strAfter(p, keyCode)]++
+			continue
+		}
+		id := intAfter(p, keyMsgID, true)
+		if id <= 0 {
+			c.errs["no_msg_id"]++
+			continue
+		}
+		uid := uint64(id)
+		if c.lastID != 0 && uid != c.lastID+1 {
+			c.violations++
+		}
+		if uid > c.lastID {
+			c.lastID = uid
+			c.seen.Store(uid)
+		}
+		c.received++
+		if c.keep {
+			h := fnv.New64a()
+			h.Write(p)
+			c.entries = append(c.entries, entry{uid, h.Sum64()})
+		}
+		if c.hit != nil && uid >= c.watch {
+			close(c.hit)
+			c.hit = nil
+		}
+		if typ == "b" {
+			if t := intAfter(p, keyT, false); t > 0 {
+				d := now.Sub(time.Unix(0, t))
+				c.all.record(d)
+				if intAfter(p, keyS, false) == int64(c.idx) {
+					c.own.record(d)
+					select {
+					case c.ownMsg <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}
+}
+
+// waitJoined returns the head reported by joined.
+func (c *bclient) waitJoined(ctx context.Context) (uint64, error) {
+	select {
+	case h := <-c.joined:
+		return h, nil
+	case <-c.done:
+		return 0, fmt.Errorf("connection closed before joined (close code %d, errors %v)", c.closeCode, c.errs)
+	case <-ctx.Done():
+		return 0, errors.New("no joined in time")
+	}
+}
+
+func (c *bclient) close() {
+	c.wmu.Lock()
+	_ = wsutil.WriteClientMessage(c.conn, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
+	c.wmu.Unlock()
+	select {
+	case <-c.done:
+	case <-time.After(2 * time.Second):
+	}
+	_ = c.conn.Close()
+	<-c.done
+}
