@@ -4,13 +4,23 @@ BIN         := bin/gamerelay
 TOOLS       := $(CURDIR)/bin/tools
 STATICCHECK := $(TOOLS)/staticcheck
 STATICCHECK_VERSION := v0.8.2
+# helm for the chart tests; the -X flags are those of helm's own release build
+# (version, and the Kubernetes version `helm template` assumes: 1.37 for the
+# k8s.io v0.37 modules helm v3.22 is built with).
+HELM_VERSION := v3.22.0
+HELM        := $(TOOLS)/helm-$(HELM_VERSION)
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37
+IMAGE       ?= ghcr.io/gamerelay/gamerelay
+IMAGE_TAG   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 PKGS        := ./...
 TEST_FLAGS  ?= -race -count=1 -timeout 15m
 
-.PHONY: help build run test check fmt vet staticcheck bench deps clean
+.PHONY: help build run test check fmt vet staticcheck bench deps clean image helm manifests test-k8s
 
 help: ## list the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## download Go modules
 	$(GO) mod download
@@ -24,6 +34,7 @@ run: build ## start the whole system on embedded NATS (gamerelay dev)
 test: deps ## run every test (race detector on) and every benchmark once
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 $(PKGS)
+	$(MAKE) test-k8s
 
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
@@ -48,3 +59,19 @@ bench: ## run the Go benchmarks with allocations (figures go to docs/benchmarks.
 
 clean: ## remove build output and dev data
 	rm -rf bin .gamerelay-dev
+
+image: ## build the container image with docker (needs a Docker engine; none runs on the dev machines)
+	docker build -t $(IMAGE):$(IMAGE_TAG) .
+
+$(HELM):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install -trimpath -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(TOOLS)/helm $(HELM)
+
+helm: $(HELM) ## install helm into bin/tools (pinned, built from source)
+
+manifests: $(HELM) ## render deploy/k8s/manifests, the alert rules and the dashboard copy from the chart
+	HELM=$(HELM) deploy/k8s/render.sh write
+
+test-k8s: $(HELM) ## chart tests: helm lint/template, strict Kubernetes decoding, policies, manifests in sync
+	cd deploy/k8s/chartest && HELM=$(HELM) $(GO) test -count=1 ./...

@@ -1,0 +1,300 @@
+{{/*
+Names and labels, in the style of the official NATS and Centrifugo charts.
+*/}}
+{{- define "gamerelay.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "gamerelay.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of a role's objects: <fullname>-<role>. Call with (dict "ctx" $ "role" "gateway"). */}}
+{{- define "gamerelay.roleName" -}}
+{{- printf "%s-%s" (include "gamerelay.fullname" .ctx | trunc 50 | trimSuffix "-") .role }}
+{{- end }}
+
+{{- define "gamerelay.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "gamerelay.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gamerelay.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "gamerelay.labels" -}}
+helm.sh/chart: {{ include "gamerelay.chart" . }}
+{{ include "gamerelay.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gamerelay
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Call with (dict "ctx" $ "role" "gateway"). */}}
+{{- define "gamerelay.roleSelectorLabels" -}}
+{{ include "gamerelay.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .role }}
+{{- end }}
+
+{{- define "gamerelay.roleLabels" -}}
+{{ include "gamerelay.labels" .ctx }}
+app.kubernetes.io/component: {{ .role }}
+{{- end }}
+
+{{- define "gamerelay.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "gamerelay.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "gamerelay.image" -}}
+{{- $img := .Values.image }}
+{{- $repo := $img.repository }}
+{{- if $img.registry }}{{ $repo = printf "%s/%s" $img.registry $img.repository }}{{ end }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding NATS credentials. */}}
+{{- define "gamerelay.natsSecret" -}}
+{{- default .Values.secrets.existingSecret .Values.nats.auth.existingSecret }}
+{{- end }}
+
+{{/*
+Whether the sequencer runs as its own Deployment.
+*/}}
+{{- define "gamerelay.sequencerDeployment" -}}
+{{- if not .Values.gateway.embedSequencer }}true{{ end }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds of the gateway: it must cover the preStop sleep
+and the drain, with time to spare for the process to exit.
+*/}}
+{{- define "gamerelay.gatewayGrace" -}}
+{{- $g := .Values.gateway }}
+{{- $min := add $g.preStopSleepSeconds $g.drainTimeoutSeconds }}
+{{- if kindIs "invalid" $g.terminationGracePeriodSeconds }}
+{{- add $min 10 }}
+{{- else if le (int $g.terminationGracePeriodSeconds) (int $min) }}
+{{- fail (printf "gateway.terminationGracePeriodSeconds (%v) must exceed preStopSleepSeconds + drainTimeoutSeconds (%v): the kubelet would kill the gateway in the middle of its drain" $g.terminationGracePeriodSeconds $min) }}
+{{- else }}
+{{- $g.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{- define "gamerelay.sequencerGrace" -}}
+{{- $s := .Values.sequencer }}
+{{- if kindIs "invalid" $s.terminationGracePeriodSeconds }}
+{{- add $s.drainTimeoutSeconds 10 }}
+{{- else if le (int $s.terminationGracePeriodSeconds) (int $s.drainTimeoutSeconds) }}
+{{- fail (printf "sequencer.terminationGracePeriodSeconds (%v) must exceed sequencer.drainTimeoutSeconds (%v)" $s.terminationGracePeriodSeconds $s.drainTimeoutSeconds) }}
+{{- else }}
+{{- $s.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment shared by every role: the log layout, logging and NATS.
+Call with (dict "ctx" $ "role" "gateway").
+*/}}
+{{- define "gamerelay.commonEnv" -}}
+{{- $v := .ctx.Values }}
+- name: GAMERELAY_NAMESPACE
+  value: {{ $v.log.namespace | quote }}
+- name: GAMERELAY_PARTITIONS
+  value: {{ $v.log.partitions | int64 | quote }}
+- name: GAMERELAY_LOG_FORMAT
+  value: {{ $v.logging.format | quote }}
+- name: GAMERELAY_LOG_LEVEL
+  value: {{ $v.logging.level | quote }}
+{{- if eq $v.nats.auth.mode "password" }}
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "gamerelay.natsSecret" .ctx }}
+      key: {{ printf "nats-%s-password" .role }}
+{{- $user := index $v.nats.auth.users .role }}
+{{- $urls := list }}
+{{- range splitList "," $v.nats.url }}
+{{- $u := trim . }}
+{{- $parts := splitList "://" $u }}
+{{- if ne (len $parts) 2 }}
+{{- fail (printf "nats.url: %q is not scheme://host:port" $u) }}
+{{- end }}
+{{- $urls = append $urls (printf "%s://%s:$(NATS_PASSWORD)@%s" (index $parts 0) $user (index $parts 1)) }}
+{{- end }}
+- name: GAMERELAY_NATS
+  value: {{ join "," $urls | quote }}
+{{- else }}
+- name: GAMERELAY_NATS
+  value: {{ $v.nats.url | quote }}
+{{- end }}
+{{- if eq $v.nats.auth.mode "creds" }}
+- name: GAMERELAY_NATS_CREDS
+  value: /etc/gamerelay/nats/nats.creds
+{{- end }}
+{{- if $v.goMemLimitFromResources }}
+- name: GOMEMLIMIT
+  valueFrom:
+    resourceFieldRef:
+      resource: limits.memory
+{{- end }}
+{{- end }}
+
+{{/* Sequencer settings: for the sequencer, and for a gateway that embeds it. */}}
+{{- define "gamerelay.sequencerEnv" -}}
+{{- $s := .Values.sequencer }}
+- name: GAMERELAY_REPLICAS
+  value: {{ $s.streamReplicas | int64 | quote }}
+- name: GAMERELAY_MAX_AGE
+  value: {{ $s.maxAge | quote }}
+- name: GAMERELAY_MAX_MSGS_PER_GAME
+  value: {{ $s.maxMsgsPerGame | int64 | quote }}
+- name: GAMERELAY_LEASE_TTL
+  value: {{ $s.leaseTTL | quote }}
+{{- end }}
+
+{{/* Volumes for NATS credentials files. Call with (dict "ctx" $ "role" "gateway"). */}}
+{{- define "gamerelay.natsVolumeMounts" -}}
+{{- if eq .ctx.Values.nats.auth.mode "creds" }}
+- name: nats-creds
+  mountPath: /etc/gamerelay/nats
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "gamerelay.natsVolumes" -}}
+{{- if eq .ctx.Values.nats.auth.mode "creds" }}
+- name: nats-creds
+  secret:
+    secretName: {{ include "gamerelay.natsSecret" .ctx }}
+    defaultMode: 0440
+    items:
+      - key: {{ printf "nats-%s.creds" .role }}
+        path: nats.creds
+{{- end }}
+{{- end }}
+
+{{/* Probes on the admin port. Call with (dict "p" .Values.<role>.probes). */}}
+{{- define "gamerelay.probes" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: admin
+  periodSeconds: {{ .p.startup.periodSeconds }}
+  failureThreshold: {{ .p.startup.failureThreshold }}
+  timeoutSeconds: {{ .p.startup.timeoutSeconds }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: admin
+  periodSeconds: {{ .p.liveness.periodSeconds }}
+  failureThreshold: {{ .p.liveness.failureThreshold }}
+  timeoutSeconds: {{ .p.liveness.timeoutSeconds }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: admin
+  periodSeconds: {{ .p.readiness.periodSeconds }}
+  failureThreshold: {{ .p.readiness.failureThreshold }}
+  timeoutSeconds: {{ .p.readiness.timeoutSeconds }}
+{{- end }}
+
+{{/*
+Pod-level settings every role shares. Call with (dict "ctx" $ "role" "gateway" "r" .Values.gateway).
+*/}}
+{{- define "gamerelay.podSpecCommon" -}}
+{{- $v := .ctx.Values }}
+serviceAccountName: {{ include "gamerelay.serviceAccountName" .ctx }}
+automountServiceAccountToken: {{ $v.automountServiceAccountToken }}
+enableServiceLinks: false
+{{- with $v.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $v.podSecurityContext | nindent 2 }}
+{{- with .r.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .r.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .r.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .r.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $ctx := .ctx }}
+{{- $role := .role }}
+{{- with .r.topologySpreadConstraints }}
+topologySpreadConstraints:
+{{- range . }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "gamerelay.roleSelectorLabels" (dict "ctx" $ctx "role" $role) | fromYaml)) }}
+{{- if not (hasKey $c "matchLabelKeys") }}
+{{- $_ := set $c "matchLabelKeys" (list "pod-template-hash") }}
+{{- end }}
+{{- end }}
+  - {{ toYaml $c | nindent 4 | trim }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations. Call with (dict "ctx" $ "r" .Values.gateway "port" 9090). */}}
+{{- define "gamerelay.podAnnotations" -}}
+{{- $a := dict }}
+{{- if .ctx.Values.podScrapeAnnotations }}
+{{- $_ := set $a "prometheus.io/scrape" "true" }}
+{{- $_ := set $a "prometheus.io/port" (toString .port) }}
+{{- $_ := set $a "prometheus.io/path" "/metrics" }}
+{{- end }}
+{{- $a = merge (deepCopy (default (dict) .r.podAnnotations)) $a }}
+{{- with $a }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* PodDisruptionBudget spec body. Call with (dict "ctx" $ "role" "gateway" "pdb" .Values.gateway.podDisruptionBudget). */}}
+{{- define "gamerelay.pdb" -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "gamerelay.roleName" . }}
+  labels:
+    {{- include "gamerelay.roleLabels" . | nindent 4 }}
+spec:
+  {{- if not (kindIs "invalid" .pdb.minAvailable) }}
+  minAvailable: {{ .pdb.minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ .pdb.maxUnavailable }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "gamerelay.roleSelectorLabels" . | nindent 6 }}
+{{- end }}
