@@ -1,7 +1,7 @@
 package gateway
 
 import (
-	"errors"
+	"encoding/binary"
 	"io"
 
 	"github.com/gobwas/ws"
@@ -17,12 +17,14 @@ var (
 
 // frameReader reads client frames from r: it checks masking and framing,
 // unmasks, joins fragmented messages, and returns control frames as they
-// come (also in the middle of a fragmented message).
+// come (also in the middle of a fragmented message). A small frame costs
+// two reads: the first two header bytes (where an idle connection waits,
+// holding no buffer), then mask and payload together.
 type frameReader struct {
 	r   io.Reader
 	max int // largest message payload
 
-	hdr  [ws.MaxHeaderSize - 2]byte
+	hdr  [2]byte
 	op   ws.OpCode // op of the message being assembled; 0 if none
 	data []byte    // fragments so far
 }
@@ -31,50 +33,79 @@ type frameReader struct {
 // returned payload is owned by the caller.
 func (fr *frameReader) next() (ws.OpCode, []byte, error) {
 	for {
-		h, err := ws.ReadHeaderBuffer(fr.r, fr.hdr[:0])
-		if err != nil {
-			if errors.Is(err, ws.ErrHeaderLengthUnexpected) || errors.Is(err, ws.ErrHeaderLengthMSB) {
-				return 0, nil, errProtocol
-			}
+		if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
 			return 0, nil, err
 		}
-		if h.Rsv != 0 || !h.Masked || h.OpCode.IsReserved() {
+		b0, b1 := fr.hdr[0], fr.hdr[1]
+		fin, rsv, op := b0&0x80 != 0, b0&0x70, ws.OpCode(b0&0x0f)
+		masked, n := b1&0x80 != 0, int64(b1&0x7f)
+		if rsv != 0 || !masked || op.IsReserved() {
 			return 0, nil, errProtocol
 		}
-		if h.OpCode.IsControl() {
-			if !h.Fin || h.Length > 125 {
+		var mask [4]byte
+		switch n {
+		case 126, 127:
+			extLen := 8
+			if n == 126 {
+				extLen = 2
+			}
+			ext := make([]byte, extLen+4)
+			if _, err := io.ReadFull(fr.r, ext); err != nil {
+				return 0, nil, err
+			}
+			if n == 126 {
+				n = int64(binary.BigEndian.Uint16(ext))
+			} else {
+				u := binary.BigEndian.Uint64(ext)
+				if u > 1<<62 {
+					return 0, nil, errProtocol
+				}
+				n = int64(u)
+			}
+			copy(mask[:], ext[len(ext)-4:])
+		}
+		if op.IsControl() {
+			if !fin || n > 125 {
 				return 0, nil, errProtocol
 			}
-			p := make([]byte, h.Length)
+		} else {
+			switch {
+			case op == ws.OpContinuation && fr.op == 0:
+				return 0, nil, errProtocol
+			case op != ws.OpContinuation && fr.op != 0:
+				return 0, nil, errProtocol
+			}
+			if int64(len(fr.data))+n > int64(fr.max) {
+				return 0, nil, errTooBig
+			}
+		}
+		// Short frames: mask and payload in one read.
+		var p []byte
+		if b1&0x7f < 126 {
+			buf := make([]byte, 4+n)
+			if _, err := io.ReadFull(fr.r, buf); err != nil {
+				return 0, nil, err
+			}
+			copy(mask[:], buf[:4])
+			p = buf[4:]
+		} else {
+			p = make([]byte, n)
 			if _, err := io.ReadFull(fr.r, p); err != nil {
 				return 0, nil, err
 			}
-			ws.Cipher(p, h.Mask, 0)
-			return h.OpCode, p, nil
 		}
-		switch {
-		case h.OpCode == ws.OpContinuation && fr.op == 0:
-			return 0, nil, errProtocol
-		case h.OpCode != ws.OpContinuation && fr.op != 0:
-			return 0, nil, errProtocol
+		ws.Cipher(p, mask, 0)
+		if op.IsControl() {
+			return op, p, nil
 		}
-		if int64(len(fr.data))+h.Length > int64(fr.max) {
-			return 0, nil, errTooBig
+		if op != ws.OpContinuation {
+			if fin {
+				return op, p, nil // unfragmented: the common case
+			}
+			fr.op = op
 		}
-		if h.OpCode != ws.OpContinuation {
-			fr.op = h.OpCode
-		}
-		start := len(fr.data)
-		if fr.data == nil && h.Fin {
-			fr.data = make([]byte, h.Length)
-		} else {
-			fr.data = append(fr.data, make([]byte, h.Length)...)
-		}
-		if _, err := io.ReadFull(fr.r, fr.data[start:]); err != nil {
-			return 0, nil, err
-		}
-		ws.Cipher(fr.data[start:], h.Mask, 0)
-		if h.Fin {
+		fr.data = append(fr.data, p...)
+		if fin {
 			op, p := fr.op, fr.data
 			fr.op, fr.data = 0, nil
 			return op, p, nil

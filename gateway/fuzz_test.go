@@ -74,3 +74,47 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestFragmentedMessages(t *testing.T) {
+	var b bytes.Buffer
+	for _, f := range []ws.Frame{
+		ws.NewFrame(ws.OpText, false, nil), // empty first fragment
+		ws.NewPingFrame([]byte("p")),
+		ws.NewFrame(ws.OpContinuation, false, []byte(`{"type":`)),
+		ws.NewFrame(ws.OpContinuation, true, []byte(`"move"}`)),
+		ws.NewTextFrame([]byte(`{"type":"x"}`)),
+	} {
+		_ = ws.WriteFrame(&b, ws.MaskFrame(f))
+	}
+	fr := frameReader{r: &b, max: 1024}
+	for _, want := range []struct {
+		op ws.OpCode
+		p  string
+	}{{ws.OpPing, "p"}, {ws.OpText, `{"type":"move"}`}, {ws.OpText, `{"type":"x"}`}} {
+		op, p, err := fr.next()
+		if err != nil || op != want.op || string(p) != want.p {
+			t.Fatalf("got %v %q %v, want %v %q", op, p, err, want.op, want.p)
+		}
+	}
+	if _, _, err := fr.next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("end: %v", err)
+	}
+	// A continuation without a start, and a message over the limit.
+	for name, f := range map[string]ws.Frame{
+		"orphan continuation": ws.NewFrame(ws.OpContinuation, true, []byte("x")),
+		"too big":             ws.NewTextFrame(bytes.Repeat([]byte("x"), 2000)),
+		"unmasked":            ws.NewTextFrame([]byte("{}")),
+	} {
+		var b bytes.Buffer
+		if name == "unmasked" {
+			_ = ws.WriteFrame(&b, f)
+		} else {
+			_ = ws.WriteFrame(&b, ws.MaskFrame(f))
+		}
+		fr := frameReader{r: &b, max: 1024}
+		var pe *protoError
+		if _, _, err := fr.next(); !errors.As(err, &pe) {
+			t.Fatalf("%s: got %v", name, err)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package sequencer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -51,7 +50,7 @@ func (c *Client) Append(ctx context.Context, game string, body []byte, idem stri
 		cancel()
 		if err == nil {
 			var r AppendReply
-			if err := json.Unmarshal(resp.Data, &r); err != nil {
+			if err := decodeReply(resp.Data, &r); err != nil {
 				return Result{}, fmt.Errorf("sequencer: bad append reply: %w", err)
 			}
 			if r.Error != nil {
@@ -76,4 +75,29 @@ func (c *Client) Append(ctx context.Context, game string, body []byte, idem stri
 		case <-time.After(d):
 		}
 	}
+}
+
+// LocalFirst appends through an in-process Service's Appender for the
+// partitions that Service owns, skipping the NATS round trip, and through
+// a Client for the others (or while the Service is stopping).
+type LocalFirst struct {
+	// Static after construction.
+	svc    *Service
+	client *Client
+}
+
+// NewLocalFirst returns an appender preferring svc over client.
+func NewLocalFirst(svc *Service, client *Client) *LocalFirst {
+	return &LocalFirst{svc: svc, client: client}
+}
+
+// Append appends like Client.Append.
+func (l *LocalFirst) Append(ctx context.Context, game string, body []byte, idem string) (Result, error) {
+	if app := l.svc.Appender(); app != nil && l.svc.Owns(wire.Partition(game, l.client.parts)) {
+		r, err := app.Append(ctx, game, body, idem)
+		if !errors.Is(err, ErrClosed) {
+			return r, err
+		}
+	}
+	return l.client.Append(ctx, game, body, idem)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/gamerelay/gamerelay/internal/jsonobj"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -49,6 +50,7 @@ type Service struct {
 
 	ready atomic.Bool
 	app   atomic.Pointer[Appender]
+	owns  atomic.Pointer[[]bool] // partitions owned, replaced on every change
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -207,10 +209,22 @@ func (s *Service) balance(ctx context.Context, kv jetstream.KeyValue) {
 	}
 }
 
+// gauge publishes the owned partitions (metrics and Owns). s.mu is held.
 func (s *Service) gauge() {
+	owns := make([]bool, s.cfg.Partitions)
+	for p := range s.owned {
+		owns[p] = true
+	}
+	s.owns.Store(&owns)
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.PartitionsOwned.Set(float64(len(s.owned)))
 	}
+}
+
+// Owns reports whether this Service holds partition p's lease; lock-free.
+func (s *Service) Owns(p int) bool {
+	o := s.owns.Load()
+	return o != nil && p < len(*o) && (*o)[p]
 }
 
 func (s *Service) handler(p int) nats.MsgHandler {
@@ -247,6 +261,46 @@ func errorReply(err error) AppendReply {
 }
 
 func respond(m *nats.Msg, r AppendReply) {
-	b, _ := json.Marshal(r)
+	var b []byte
+	if r.Error == nil {
+		b = make([]byte, 0, 80)
+		b = append(b, `{"msg_id":`...)
+		b = strconv.AppendUint(b, r.MsgID, 10)
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, r.Seq, 10)
+		b = append(b, `,"ts":`...)
+		b = strconv.AppendInt(b, r.TS, 10)
+		if r.Duplicate {
+			b = append(b, `,"duplicate":true`...)
+		}
+		b = append(b, '}')
+	} else {
+		b, _ = json.Marshal(r)
+	}
 	_ = m.Respond(b)
+}
+
+// decodeReply parses an append reply; the success form by hand.
+func decodeReply(data []byte, r *AppendReply) error {
+	slow := false
+	err := jsonobj.Scan(data, func(k, v []byte) error {
+		switch {
+		case jsonobj.KeyEquals(k, "msg_id"):
+			r.MsgID, _ = strconv.ParseUint(string(v), 10, 64)
+		case jsonobj.KeyEquals(k, "seq"):
+			r.Seq, _ = strconv.ParseUint(string(v), 10, 64)
+		case jsonobj.KeyEquals(k, "ts"):
+			r.TS, _ = strconv.ParseInt(string(v), 10, 64)
+		case jsonobj.KeyEquals(k, "duplicate"):
+			r.Duplicate = string(v) == "true"
+		default:
+			slow = true
+		}
+		return nil
+	})
+	if err != nil || slow || r.MsgID == 0 {
+		*r = AppendReply{}
+		return json.Unmarshal(data, r)
+	}
+	return nil
 }

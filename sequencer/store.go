@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/gamerelay/gamerelay/internal/jsonobj"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -86,8 +87,28 @@ func decodeAck(resp *nats.Msg) (*pubAck, error) {
 		return nil, nats.ErrNoResponders
 	}
 	var ack pubAck
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return nil, fmt.Errorf("sequencer: decode publish ack: %w", err)
+	// Hand-walk the common answer ({"stream":..,"seq":N[,"duplicate":true]
+	// [,"batch":..,"count":N]}); anything else goes through encoding/json.
+	slow := false
+	err := jsonobj.Scan(resp.Data, func(k, v []byte) error {
+		switch {
+		case jsonobj.KeyEquals(k, "seq"):
+			ack.Seq, _ = strconv.ParseUint(string(v), 10, 64)
+		case jsonobj.KeyEquals(k, "count"):
+			ack.Count, _ = strconv.ParseUint(string(v), 10, 64)
+		case jsonobj.KeyEquals(k, "duplicate"):
+			ack.Duplicate = string(v) == "true"
+		case jsonobj.KeyEquals(k, "stream"), jsonobj.KeyEquals(k, "batch"), jsonobj.KeyEquals(k, "domain"):
+		default:
+			slow = true
+		}
+		return nil
+	})
+	if err != nil || slow || ack.Seq == 0 {
+		ack = pubAck{}
+		if err := json.Unmarshal(resp.Data, &ack); err != nil {
+			return nil, fmt.Errorf("sequencer: decode publish ack: %w", err)
+		}
 	}
 	if ack.Error != nil {
 		return nil, ack.Error

@@ -66,7 +66,7 @@ func (n *natsFlags) register(fs *flag.FlagSet) {
 
 // connect dials NATS with endless reconnects; reconnected, if set, runs after
 // every reconnection.
-func connect(ctx context.Context, url, creds, name string, log *slog.Logger, reconnected func()) (*nats.Conn, error) {
+func connect(ctx context.Context, url, creds, name string, log *slog.Logger, reconnected func(), extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -94,6 +94,7 @@ func connect(ctx context.Context, url, creds, name string, log *slog.Logger, rec
 	if creds != "" {
 		opts = append(opts, nats.UserCredentials(creds))
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)

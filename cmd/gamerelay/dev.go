@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/internal/admin"
 	"github.com/gamerelay/gamerelay/internal/cli"
@@ -85,11 +87,12 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	log.Info("embedded NATS JetStream listening", "url", ns.ClientURL(), "data", filepath.Join(data, "nats"))
 
 	var feeds *sequencer.Feeds
+	// In-process connection: no sockets between the parts of dev.
 	nc, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev", log, func() {
 		if feeds != nil {
 			feeds.Recheck()
 		}
-	})
+	}, nats.InProcessServer(ns))
 	if err != nil {
 		return err
 	}

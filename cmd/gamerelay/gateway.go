@@ -147,7 +147,18 @@ func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, g
 	}
 	*feedsOut = feeds
 	defer feeds.Close()
-	gw, err := gateway.New(sequencer.NewClient(nc, seqCfg), feeds, nil, gcfg)
+	var (
+		app gateway.Appender = sequencer.NewClient(nc, seqCfg)
+		svc *sequencer.Service
+	)
+	if embed {
+		if svc, err = sequencer.NewService(nc, seqCfg); err != nil {
+			return usageError{err}
+		}
+		// Partitions this process owns are appended without a NATS hop.
+		app = sequencer.NewLocalFirst(svc, sequencer.NewClient(nc, seqCfg))
+	}
+	gw, err := gateway.New(app, feeds, nil, gcfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -164,11 +175,7 @@ func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, g
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	bg, _ := errgroup.WithContext(bgCtx)
-	var svc *sequencer.Service
-	if embed {
-		if svc, err = sequencer.NewService(nc, seqCfg); err != nil {
-			return usageError{err}
-		}
+	if svc != nil {
 		bg.Go(func() error { return svc.Run(bgCtx, gf.drain) })
 	}
 	for _, f := range extra {
