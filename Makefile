@@ -31,10 +31,24 @@ build: deps ## build bin/gamerelay
 run: build ## start the whole system on embedded NATS (gamerelay dev)
 	$(BIN) dev
 
-test: deps ## run every test (race detector on) and every benchmark once
+test: deps e2e-deps ## run every test (race detector on) and every benchmark once
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 $(PKGS)
 	$(MAKE) test-k8s
+
+# The browser test (web/e2e_test.go) needs Debian's chromium and
+# playwright-core; GAMERELAY_SKIP_BROWSER=1 skips it where neither can be had.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.PHONY: e2e-deps
+e2e-deps: ## install what the browser test needs: Debian chromium (apt-get), playwright-core (npm ci in web/e2e)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "e2e-deps: installing chromium with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
+	@if [ ! -d web/e2e/node_modules ]; then \
+		echo "e2e-deps: npm ci in web/e2e"; \
+		cd web/e2e && npm ci --no-audit --no-fund; \
+	fi
 
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')

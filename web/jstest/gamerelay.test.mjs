@@ -1,0 +1,233 @@
+// Unit tests of the JS client against a scripted fake WebSocket (node --test).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { GameRelay } from "../static/gamerelay.js";
+
+// FakeWS plays the gateway: the test opens it, feeds it frames and closes it.
+class FakeWS {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.sent = [];
+    this.closed = null;
+    FakeWS.all.push(this);
+  }
+  send(s) {
+    this.sent.push(JSON.parse(s));
+  }
+  close(code, reason) {
+    this.closed = { code, reason };
+  }
+  // test side
+  open() {
+    this.onopen?.({});
+  }
+  recv(obj) {
+    this.onmessage?.({ data: JSON.stringify(obj) });
+  }
+  serverClose(code = 1001) {
+    this.closed = { code };
+    this.onclose?.({ code, reason: "" });
+  }
+}
+
+const last = () => FakeWS.all[FakeWS.all.length - 1];
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+const msg = (id, extra = {}) => ({ type: "move", client_id: "x", ts: 1, msg_id: id, ...extra });
+
+function newClient(opts = {}) {
+  FakeWS.all = [];
+  const c = new GameRelay("ws://gw.test/ws", { WebSocket: FakeWS, minDelay: 1, maxDelay: 5, ...opts });
+  const seen = { states: [], messages: [], presence: [], errors: [], joined: [], created: [], sync: [] };
+  c.on("state", (s) => seen.states.push(s));
+  c.on("message", (m) => seen.messages.push(m.msg_id));
+  c.on("presence", (m) => seen.presence.push(m.msg_id));
+  c.on("error", (e) => seen.errors.push(e.code));
+  c.on("joined", (j) => seen.joined.push(j));
+  c.on("created", (x) => seen.created.push(x));
+  c.on("sync", (x) => seen.sync.push(x.lastMsgId));
+  return { c, seen };
+}
+
+async function waitFor(cond, what) {
+  for (let i = 0; i < 200; i++) {
+    if (cond()) return;
+    await tick(2);
+  }
+  assert.fail("timed out waiting for " + what);
+}
+
+test("join: joined, replay in order, duplicates dropped, presence separate", async () => {
+  const { c, seen } = newClient();
+  const p = c.join({ game: "g1", token: "T", since: 0 });
+  assert.equal(c.state, "connecting");
+  last().open();
+  assert.deepEqual(last().sent, [{ type: "join", game: "g1", token: "T", since: 0 }]);
+  assert.equal(c.send({ type: "move" }), false, "send before joined");
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 2 });
+  const j = await p;
+  assert.equal(j.role, "player");
+  assert.equal(c.state, "joined");
+  assert.deepEqual(seen.sync, []);
+  last().recv({ type: "presence", event: "join", client: "c0", role: "player", client_id: "", msg_id: 1, ts: 1 });
+  last().recv(msg(2));
+  assert.deepEqual(seen.sync, [2]);
+  last().recv(msg(2));
+  last().recv(msg(1));
+  last().recv(msg(3));
+  assert.deepEqual(seen.messages, [2, 3]);
+  assert.deepEqual(seen.presence, [1]);
+  assert.equal(c.stats.duplicates, 2);
+  assert.equal(c.lastMsgId, 3);
+  assert.equal(c.send({ type: "move", to: 1 }), true);
+  assert.deepEqual(last().sent[1], { type: "move", to: 1 });
+  assert.deepEqual(seen.states, ["connecting", "open", "joined"]);
+  c.close();
+  assert.equal(c.state, "closed");
+});
+
+test("reconnects after a drop and resumes from the last msg_id", async () => {
+  const { c, seen } = newClient();
+  c.join({ game: "g1", token: "T" });
+  last().open();
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 0 });
+  last().recv(msg(1));
+  last().recv(msg(2));
+  const first = last();
+  first.serverClose(1001);
+  assert.equal(c.state, "reconnecting");
+  await waitFor(() => FakeWS.all.length === 2, "second connection");
+  // A frame from the old socket is ignored.
+  first.recv(msg(3));
+  last().open();
+  assert.deepEqual(last().sent, [{ type: "join", game: "g1", token: "T", since: 2 }]);
+  last().recv({ type: "joined", game: "g1", client_id: "c2", role: "player", head: 3 });
+  last().recv(msg(3));
+  last().recv(msg(4));
+  assert.deepEqual(seen.messages, [1, 2, 3, 4]);
+  assert.equal(seen.joined.length, 2);
+  assert.ok(seen.states.includes("reconnecting"));
+  assert.equal(c.state, "joined");
+  c.close();
+});
+
+test("a gap is reported and triggers a resume", async () => {
+  const { c, seen } = newClient();
+  c.join({ game: "g1" });
+  last().open();
+  assert.deepEqual(last().sent, [{ type: "join", game: "g1", since: 0 }], "no token: anonymous");
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 0 });
+  last().recv(msg(1));
+  last().recv(msg(3));
+  assert.deepEqual(seen.errors, ["gap"]);
+  assert.equal(last().closed.code, 4000);
+  await waitFor(() => FakeWS.all.length === 2, "resume connection");
+  last().open();
+  assert.equal(last().sent[0].since, 1);
+  last().recv({ type: "joined", game: "g1", client_id: "c2", role: "player", head: 3 });
+  last().recv(msg(2));
+  last().recv(msg(3));
+  assert.deepEqual(seen.messages, [1, 2, 3]);
+  assert.equal(c.stats.gaps, 1);
+  c.close();
+});
+
+test("create: created, then reconnects join the created game with the player token", async () => {
+  const { c, seen } = newClient();
+  const p = c.create();
+  last().open();
+  assert.deepEqual(last().sent, [{ type: "create" }]);
+  last().recv({ type: "created", game: "new1", join: "PJ", watch: "SW" });
+  last().recv({ type: "joined", game: "new1", client_id: "c1", role: "player", head: 1 });
+  const r = await p;
+  assert.equal(r.game, "new1");
+  assert.equal(r.join, "PJ");
+  assert.equal(r.watch, "SW");
+  assert.deepEqual(seen.created, [{ game: "new1", join: "PJ", watch: "SW" }]);
+  last().recv({ type: "presence", event: "join", client: "c1", role: "player", client_id: "", msg_id: 1, ts: 1 });
+  last().serverClose(1006);
+  await waitFor(() => FakeWS.all.length === 2, "reconnect");
+  last().open();
+  assert.deepEqual(last().sent, [{ type: "join", game: "new1", token: "PJ", since: 1 }]);
+  c.close();
+});
+
+test("a refused join rejects and does not reconnect", async () => {
+  const { c, seen } = newClient();
+  const p = c.join({ game: "g1", token: "bad" });
+  last().open();
+  last().recv({ type: "error", code: "bad_token", message: "signature" });
+  await assert.rejects(p, (e) => e.code === "bad_token");
+  assert.equal(c.state, "closed");
+  await tick(20);
+  assert.equal(FakeWS.all.length, 1);
+  assert.deepEqual(seen.errors, ["bad_token"]);
+});
+
+test("a transient join error retries", async () => {
+  const { c } = newClient();
+  const p = c.join({ game: "g1", token: "T" });
+  last().open();
+  last().recv({ type: "error", code: "unavailable", message: "try again" });
+  await waitFor(() => FakeWS.all.length === 2, "retry");
+  c.close();
+  await assert.rejects(p, (e) => e.code === "closed");
+});
+
+test("errors while joined are reported; the connection stays", () => {
+  const { c, seen } = newClient();
+  c.join({ game: "g1" });
+  last().open();
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "spectator", head: 0 });
+  last().recv({ type: "error", code: "forbidden", message: "spectators cannot send" });
+  assert.deepEqual(seen.errors, ["forbidden"]);
+  assert.equal(c.state, "joined");
+  assert.equal(last().closed, null);
+  c.close();
+});
+
+test("close() is final", async () => {
+  const { c } = newClient();
+  c.join({ game: "g1" });
+  last().open();
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 0 });
+  c.close();
+  assert.equal(last().closed.code, 1000);
+  last().serverClose(1000);
+  await tick(20);
+  assert.equal(FakeWS.all.length, 1);
+  assert.equal(c.state, "closed");
+});
+
+test("backoff grows exponentially with jitter, up to maxDelay and maxAttempts", async () => {
+  const delays = [];
+  const realSetTimeout = globalThis.setTimeout;
+  globalThis.setTimeout = (fn, d) => {
+    delays.push(d);
+    return realSetTimeout(fn, 0);
+  };
+  try {
+    const { c } = newClient({ minDelay: 100, maxDelay: 1000, factor: 2, jitter: 0.5, maxAttempts: 6 });
+    const p = c.join({ game: "g1" });
+    p.catch(() => {});
+    for (let i = 0; i < 7; i++) {
+      await waitFor(() => FakeWS.all.length === i + 1, "attempt " + i);
+      last().serverClose(1006);
+    }
+    await assert.rejects(p);
+    assert.equal(c.state, "closed");
+    const mine = delays.filter((d) => d >= 50);
+    const bases = [100, 200, 400, 800, 1000, 1000];
+    assert.equal(mine.length, bases.length, String(mine));
+    mine.forEach((d, i) => assert.ok(d >= bases[i] * 0.5 && d <= bases[i], `delay ${i}: ${d} not in [${bases[i] / 2}, ${bases[i]}]`));
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+});
+
+test("http and relative URLs become WebSocket URLs", () => {
+  const a = new GameRelay("https://example.test/ws", { WebSocket: FakeWS });
+  assert.equal(a.url, "wss://example.test/ws");
+  const b = new GameRelay("http://example.test:8080/ws", { WebSocket: FakeWS });
+  assert.equal(b.url, "ws://example.test:8080/ws");
+});
