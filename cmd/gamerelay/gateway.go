@@ -19,6 +19,7 @@ import (
 	"github.com/gamerelay/gamerelay/internal/admin"
 	"github.com/gamerelay/gamerelay/internal/cli"
 	"github.com/gamerelay/gamerelay/sequencer"
+	"github.com/gamerelay/gamerelay/web"
 )
 
 // gatewayFlags are the flags of the WebSocket gateway, shared by gateway and dev.
@@ -168,6 +169,7 @@ func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, g
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/ws", gw)
+	mux.Handle("/", web.Handler()) // the Connect Four demo and /gamerelay.js
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	// Background parts (sequencer, archiver, ...) outlive the drain, so

@@ -153,6 +153,14 @@ func TestDevWithSecondSequencer(t *testing.T) {
 			t.Fatalf("append %d got msg_id %d", i, r.MsgID)
 		}
 	}
+	// dev serves the demo page and the JS client next to /ws.
+	for _, path := range []string{"/", "/gamerelay.js"} {
+		resp, err := http.Get("http://" + devListen + path)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %v %v", path, err, resp)
+		}
+		resp.Body.Close()
+	}
 	resp, err := http.Get("http://" + devAdmin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
