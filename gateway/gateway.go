@@ -376,7 +376,7 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 			c.sendError(wire.CodeAlreadyJoined, "this connection already joined "+c.hub.game)
 			return true
 		}
-		g.join(c, req, nil)
+		g.onSideStack(func() { g.join(c, req, nil) })
 	case kindCreate:
 		if c.hub != nil {
 			c.sendError(wire.CodeAlreadyJoined, "this connection already joined "+c.hub.game)
@@ -386,11 +386,24 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 			c.sendError(wire.CodeCreateDisabled, "creating games is disabled on this server")
 			return true
 		}
-		g.create(c)
+		g.onSideStack(func() { g.create(c) })
 	case kindGame:
 		g.gameMessage(c, req.body)
 	}
 	return true
+}
+
+// onSideStack runs f on a short-lived goroutine and waits for it. Joins
+// go through NATS requests with deep call stacks; run on the reader
+// goroutine they would grow its stack for as long as the connection lives
+// (idle connections are most of a gateway's memory).
+func (g *Gateway) onSideStack(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
 }
 
 func (g *Gateway) gameMessage(c *conn, body []byte) {
