@@ -68,7 +68,8 @@ check: deps $(STATICCHECK) ## what CI runs: gofmt, go vet, staticcheck, tests wi
 	$(STATICCHECK) $(PKGS)
 	$(MAKE) test
 
-bench: ## run the Go benchmarks with allocations (figures go to docs/benchmarks.md)
+bench: build ## the standard suite against gamerelay dev and the reference relay (rewrites its table in docs/benchmarks.md), then the Go benchmarks
+	ulimit -n 20000 && $(BIN) bench --suite --out docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m $(PKGS)
 
 clean: ## remove build output and dev data

@@ -19,6 +19,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		asJSON bool
 		listen string
 		lf     logFlags
+		suite  bool
+		out    string
+		short  bool
 	)
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
 	fs.StringVar(&cfg.Mode, "mode", "pingpong", "pingpong | fanout | idle | rejoin | reference")
@@ -37,12 +40,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Rejoins, "rejoins", 20, "rejoin: measured rejoins")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8090", "reference: listen address")
+	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here")
+	fs.StringVar(&out, "out", "", "suite: write the table into this Markdown file (between its bench-suite markers)")
+	fs.BoolVar(&short, "short", false, "suite: short durations and sizes (a smoke run)")
 	lf.register(fs, "text")
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err}
+	}
+	if suite {
+		return runSuite(ctx, out, short, stdout)
 	}
 	if cfg.Mode == "reference" {
 		log, err := lf.logger(stderr)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -213,4 +215,30 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	if err := <-devDone; err != nil {
 		t.Fatalf("dev exit: %v", err)
 	}
+}
+
+func TestSuiteSplicesItsSection(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.md")
+	if err := spliceFile(path, "first\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append([]byte("# keep me\n"), mustRead(t, path)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := spliceFile(path, "second\n"); err != nil {
+		t.Fatal(err)
+	}
+	got := string(mustRead(t, path))
+	if !strings.Contains(got, "# keep me") || !strings.Contains(got, "second") || strings.Contains(got, "first") || strings.Count(got, suiteBegin) != 1 {
+		t.Fatalf("spliced file:\n%s", got)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

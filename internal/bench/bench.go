@@ -170,8 +170,12 @@ func openGame(ctx context.Context, cfg Config, game string, firstIdx int, keep b
 			role = gateway.RolePlayer
 		}
 		if i == cfg.Players && i > 0 {
-			// A game exists once something is stored in it (the players'
-			// presence): before that, spectators get unknown_game.
+			// A game exists once something is stored in it: before that,
+			// gamerelay answers spectators unknown_game. One warm-up
+			// message (not a benchmark message) makes it exist anywhere.
+			if err := out[0].write([]byte(`{"type":"hello"}`)); err != nil {
+				return out, err
+			}
 			for out[0].seen.Load() == 0 {
 				select {
 				case <-ctx.Done():
