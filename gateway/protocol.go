@@ -39,7 +39,7 @@ type request struct {
 }
 
 // reservedTypes may not be sent by clients as game messages.
-var reservedTypes = [...]string{"joined", "created", "error", "presence"}
+var reservedTypes = [...]string{"joined", "created", "error", "presence", "game_created", "game_ended"}
 
 // reservedFields may never be set by clients.
 var reservedFields = [...]string{"msg_id", "client_id", "ts", "user", "source"}

@@ -28,6 +28,12 @@ const (
 	CodeGameFull       = "game_full"       // the game has the most clients this gateway allows
 	CodeCreateDisabled = "create_disabled" // create is off on this gateway
 	CodeUnsupported    = "unsupported"     // binary frames are not part of the protocol
+
+	// HTTP API only (docs/api.md).
+	CodeUnauthorized     = "unauthorized"       // missing or unknown API key
+	CodeGameExists       = "game_exists"        // create with a requested id that already has messages
+	CodeNotFound         = "not_found"          // no such API route
+	CodeMethodNotAllowed = "method_not_allowed" // the route exists, not with this HTTP method
 )
 
 // WebSocket close codes gamerelay uses (RFC 6455 §7.4.1 and IANA registry).

@@ -92,6 +92,9 @@ func (n Names) LiveFilter(p int) string { return n.ns() + ".live." + strconv.Ito
 // AppendSubject is the request subject of partition p's sequencer: "<ns>.append.<p>".
 func (n Names) AppendSubject(p int) string { return n.ns() + ".append." + strconv.Itoa(p) }
 
+// History is the request subject of the archiver's history API: "<ns>.history".
+func (n Names) History() string { return n.ns() + ".history" }
+
 // LeaseBucket is the KV bucket holding partition leases and sequencer heartbeats.
 func (n Names) LeaseBucket() string { return n.ns() + "_leases" }
 
@@ -128,4 +131,5 @@ func PageStart(id uint64) uint64 { return (id-1)/PageSize*PageSize + 1 }
 var Reserved = [...]string{"msg_id", "client_id", "ts", "user", "source"}
 
 // Reserved message types: a client may not send these.
-var ReservedTypes = [...]string{"join", "joined", "create", "created", "error", "presence"}
+// game_created and game_ended are system messages of the backend API.
+var ReservedTypes = [...]string{"join", "joined", "create", "created", "error", "presence", "game_created", "game_ended"}
