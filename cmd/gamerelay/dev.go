@@ -75,6 +75,9 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if _, err := gf.keys(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gamerelay/gamerelay/gateway"
+	"github.com/gamerelay/gamerelay/gateway/httpapi"
 	"github.com/gamerelay/gamerelay/internal/admin"
 	"github.com/gamerelay/gamerelay/internal/cli"
 	"github.com/gamerelay/gamerelay/sequencer"
@@ -38,6 +41,7 @@ type gatewayFlags struct {
 	drain          time.Duration
 	embedSequencer bool
 	leaseTTL       time.Duration
+	apiKeys        cli.Repeated
 }
 
 func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
@@ -55,12 +59,36 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	fs.IntVar(&f.maxPerGame, "max-clients-per-game", 10_000, "most clients of one game on this gateway")
 	fs.DurationVar(&f.ping, "ping-interval", 25*time.Second, "keepalive ping period; silent clients are closed after two")
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "on SIGTERM, time to close clients (1001) and finish in-flight appends")
+	fs.Var(&f.apiKeys, "api-key", "NAME=KEY for the backend HTTP API at /v1 (repeatable; also $GAMERELAY_API_KEYS=NAME=KEY,NAME2=KEY2); no key: no API")
 	if !dev {
 		fs.BoolVar(&f.anonymous, "allow-anonymous", false, "let clients join without a token (as players)")
 		fs.BoolVar(&f.create, "allow-create", false, `enable {"type":"create"} (needs --token-secret)`)
 		fs.BoolVar(&f.embedSequencer, "embed-sequencer", false, "also run the sequencer service in this process")
 		fs.DurationVar(&f.leaseTTL, "lease-ttl", 10*time.Second, "with --embed-sequencer: partition lease lifetime")
 	}
+}
+
+// keys returns the API keys by owner, from --api-key or $GAMERELAY_API_KEYS.
+func (f *gatewayFlags) keys() (map[string]string, error) {
+	list := []string(f.apiKeys)
+	if len(list) == 0 {
+		var env cli.Repeated
+		_ = env.Set(os.Getenv("GAMERELAY_API_KEYS"))
+		list = env
+	}
+	keys := make(map[string]string, len(list))
+	for _, kv := range list {
+		name, key, ok := strings.Cut(kv, "=")
+		if !ok || name == "" || key == "" {
+			// Never echo the entry: it may be a key.
+			return nil, usageError{errors.New("--api-key / $GAMERELAY_API_KEYS: want NAME=KEY entries")}
+		}
+		if _, dup := keys[name]; dup {
+			return nil, usageError{fmt.Errorf("--api-key: owner %q given twice", name)}
+		}
+		keys[name] = key
+	}
+	return keys, nil
 }
 
 func (f *gatewayFlags) config(log *slog.Logger, m *gateway.Metrics) (gateway.Config, error) {
@@ -124,6 +152,9 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if _, err := gf.keys(); err != nil {
+		return err
+	}
 	var feeds *sequencer.Feeds
 	nc, err := connect(ctx, nf.url, nf.creds, "gamerelay-gateway", log, func() {
 		if feeds != nil {
@@ -163,13 +194,32 @@ func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, g
 	if err != nil {
 		return usageError{err}
 	}
+	mux := http.NewServeMux()
+	mux.Handle("/ws", gw)
+	mux.Handle("/", web.Handler()) // the Connect Four demo and /gamerelay.js
+	keys, err := gf.keys()
+	if err != nil {
+		return err
+	}
+	if len(keys) > 0 {
+		api, err := httpapi.New(httpapi.Config{
+			Keys:        keys,
+			Appender:    app,
+			Reader:      feeds.Reader(),
+			TokenSecret: gcfg.TokenSecret,
+			Logger:      log,
+			Metrics:     httpapi.NewMetrics(reg),
+		})
+		if err != nil {
+			return usageError{err}
+		}
+		mux.Handle("/v1/", api)
+		log.Info("backend API enabled at /v1", "keys", len(keys))
+	}
 	ln, err := net.Listen("tcp", gf.listen)
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/ws", gw)
-	mux.Handle("/", web.Handler()) // the Connect Four demo and /gamerelay.js
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	// Background parts (sequencer, archiver, ...) outlive the drain, so

@@ -17,6 +17,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/nats-io/nats.go"
 
+	"github.com/gamerelay/gamerelay/backend"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -42,6 +43,7 @@ func TestUsageAndExitCodes(t *testing.T) {
 		"gateway no auth":  {[]string{"gateway"}, nil, 2, "no one could join"},
 		"create no secret": {[]string{"gateway", "--allow-create"}, nil, 2, "AllowCreate needs TokenSecret"},
 		"short secret":     {[]string{"gateway", "--token-secret", "short"}, nil, 2, "at least 16 bytes"},
+		"bad api key":      {[]string{"gateway", "--allow-anonymous", "--api-key", "secret-without-owner"}, nil, 2, "want NAME=KEY"},
 		"token no game":    {[]string{"token", "--token-secret", "0123456789abcdef"}, nil, 2, "--game"},
 		"token bad role":   {[]string{"token", "--game", "g", "--role", "king", "--token-secret", "0123456789abcdef"}, nil, 2, "role"},
 	} {
@@ -182,6 +184,7 @@ func TestDevWithSecondSequencer(t *testing.T) {
 		t.Fatalf("token exit %d", code)
 	}
 	t.Setenv("GAMERELAY_TOKEN_SECRET", secret) // the environment twin of --token-secret
+	t.Setenv("GAMERELAY_API_KEYS", "studio=studio-key-0123456789")
 	gwListen, gwAdmin := freeAddr(t), freeAddr(t)
 	gwCtx, gwCancel := context.WithCancel(ctx)
 	gwDone := make(chan error, 1)
@@ -201,6 +204,15 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	last := frames[len(frames)-1]
 	if !strings.Contains(last, `"type":"move"`) || !strings.Contains(last, `"user":"ana"`) {
 		t.Fatalf("move frame %s", last)
+	}
+	// The backend API on the same listener appends into the same order.
+	bc := backend.New("http://"+gwListen, "studio-key-0123456789")
+	apiID, err := bc.Publish(ctx, "cli-game", map[string]any{"type": "timer", "left": 3}, "t-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if apiID <= 4 {
+		t.Fatalf("API message got msg_id %d, want after the move", apiID)
 	}
 	gwCancel()
 	if err := <-gwDone; err != nil {
