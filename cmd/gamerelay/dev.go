@@ -24,7 +24,7 @@ import (
 )
 
 func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := cli.NewFlagSet("dev", "Runs gamerelay in one process for development: an embedded NATS JetStream\nserver (reachable by other gamerelay processes at --nats-listen), the\nsequencer service and a gateway with anonymous play and create enabled.", stderr)
+	fs := cli.NewFlagSet("dev", "Runs gamerelay in one process for development: an embedded NATS JetStream\nserver (reachable by other gamerelay processes at --nats-listen), the\nsequencer service, a gateway with anonymous play and create enabled, and the\narchiver into an embedded MongoDB-wire server (FerretDB) for analysts.", stderr)
 	var (
 		lf   logFlags
 		lc   logCfg
@@ -32,6 +32,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		adm  string
 		data string
 		nl   string
+		ml   string
 	)
 	lf.register(fs, "text")
 	lc.register(fs)
@@ -39,6 +40,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&adm, "admin", ":9090", "admin listener address (/metrics, /healthz, /readyz)")
 	fs.StringVar(&data, "data", ".gamerelay-dev", "directory for the embedded servers' data")
 	fs.StringVar(&nl, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
+	fs.StringVar(&ml, mongoListenFlag, mongoListenDefault, mongoListenUsage)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -100,5 +102,10 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	return serveGateway(ctx, nc, seqCfg, gcfg, gf, adm, reg, log, true, nil, &feeds)
+	runArchive, mongoURI, err := devArchive(ctx, data, ml, ns.ClientURL(), seqCfg, reg, log)
+	if err != nil {
+		return err
+	}
+	log.Info("archive: MongoDB wire protocol (embedded FerretDB)", "uri", mongoURI, "db", "gamerelay")
+	return serveGateway(ctx, nc, seqCfg, gcfg, gf, adm, reg, log, true, []func(context.Context) error{runArchive}, &feeds)
 }

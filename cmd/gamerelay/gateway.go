@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/gamerelay/gamerelay/archiver"
 	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/gateway/httpapi"
 	"github.com/gamerelay/gamerelay/internal/admin"
@@ -190,7 +191,9 @@ func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, g
 		// Partitions this process owns are appended without a NATS hop.
 		app = sequencer.NewLocalFirst(svc, sequencer.NewClient(nc, seqCfg))
 	}
-	gw, err := gateway.New(app, feeds, nil, gcfg)
+	// Replays older than the streams' retention come from the archive.
+	history := archiver.NewHistoryClient(nc, seqCfg.Namespace)
+	gw, err := gateway.New(app, feeds, history, gcfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -206,6 +209,7 @@ func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, g
 			Keys:        keys,
 			Appender:    app,
 			Reader:      feeds.Reader(),
+			History:     history,
 			TokenSecret: gcfg.TokenSecret,
 			Logger:      log,
 			Metrics:     httpapi.NewMetrics(reg),

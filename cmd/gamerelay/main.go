@@ -27,6 +27,8 @@ var commands = map[string]command{
 	"gateway":   {"run a WebSocket gateway for players and spectators", runGateway},
 	"token":     {"mint a player or spectator token for a game", runToken},
 	"bench":     {"load generator that verifies order, and the bare reference relay", runBench},
+	"archiver":  {"copy the game log into MongoDB and serve archived history", runArchiver},
+	"export":    {"write one archived game as JSON lines or CSV", runExport},
 }
 
 func usage(w io.Writer) {

@@ -124,12 +124,12 @@ func waitReady(t *testing.T, url string) {
 // `gamerelay sequencer` to its embedded NATS, appends through the
 // sequencer API, and stops both as SIGTERM would.
 func TestDevWithSecondSequencer(t *testing.T) {
-	natsAddr, devAdmin, seqAdmin, devListen := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	natsAddr, devAdmin, seqAdmin, devListen, mongoAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	devDone := make(chan error, 1)
 	go func() {
-		devDone <- runDev(ctx, []string{"--data", t.TempDir(), "--nats-listen", natsAddr, "--admin", devAdmin, "--listen", devListen, "--log-level", "warn"}, io.Discard, io.Discard)
+		devDone <- runDev(ctx, []string{"--data", t.TempDir(), "--nats-listen", natsAddr, "--admin", devAdmin, "--listen", devListen, "--mongo-listen", mongoAddr, "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
 	waitReady(t, "http://"+devAdmin+"/readyz")
 
