@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -45,32 +46,46 @@ type joinJob struct {
 
 // conn is one client connection. Its reader goroutine (serve) reads and
 // handles frames; a writer goroutine runs whenever the send queue is not
-// empty and is the only one writing to the socket.
+// empty and is the only one writing to the socket. A joined connection idle
+// for Config.parkAfter is parked: its reader goroutine exits and the
+// gateway's poller starts a new one when the client sends something (see
+// poller), so an idle connection costs no goroutine.
 type conn struct {
 	// Static after construction.
-	g       *Gateway
-	nc      net.Conn
-	id      string
-	limiter *rate.Limiter // nil: no rate limit
+	g      *Gateway
+	nc     net.Conn
+	id     string
+	bucket uint8 // keepalive group: pinged once every pingBuckets ticks
 
-	// Owned by the reader goroutine.
-	fr   frameReader
-	hub  *hub
-	role string
-	user string
-	seq  uint64 // idempotency counter of this client's messages
+	// Guarded by g.poll.mu.
+	parked bool  // no reader goroutine: the socket is in the poller's epoll
+	pfd    int32 // socket descriptor registered while parked
+
+	// Owned by the reader goroutine (one at a time; none while parked).
+	graced  bool // the read deadline was set to closeGrace after a close
+	noPark  bool // parking failed: the reader waits for the client itself
+	fr      frameReader
+	hub     *hub
+	role    string
+	user    string
+	seq     uint64        // idempotency counter of this client's messages
+	limiter *rate.Limiter // created with the first game message; nil: no limit
 
 	// Owned by the writer goroutine.
 	skip uint64 // drop game frames with msg_id ≤ skip (a since beyond head)
+
+	// lastRead is when the reader last got a frame (Gateway.now), set once
+	// the connection joined; 0 before. keepalive closes the connection
+	// when it is older than two ping intervals.
+	lastRead atomic.Int64
 
 	mu sync.Mutex
 	// Guarded by mu.
 	queue   []item
 	queued  int           // bytes in queue
 	writing bool          // a writer goroutine runs
-	wdone   chan struct{} // closed when the running writer exits
 	closing bool          // a close item is queued or the socket is gone
-	timer   *time.Timer
+	wdone   chan struct{} // made by waitWriter; closed when the writer exits
 }
 
 // enqueue adds it to the send queue. A queue over its byte limit means the
@@ -101,9 +116,8 @@ func (c *conn) enqueueLocked(it item) {
 func (c *conn) startWriterLocked() {
 	if !c.writing {
 		c.writing = true
-		c.wdone = make(chan struct{})
 		c.g.wg.Add(1)
-		go c.writeLoop(c.wdone)
+		go c.writeLoop()
 	}
 }
 
@@ -134,10 +148,10 @@ func (c *conn) closeLocked(code int, text, reason string) {
 	c.g.m.closed(reason)
 	c.queue = append(kept, item{kind: itemClose, frame: ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), text)))})
 	c.closing = true
-	if c.timer != nil {
-		c.timer.Stop()
-	}
 	c.startWriterLocked()
+	// A parked connection gets its reader back to wait for the client's
+	// close reply (bounded by closeGrace) and end the connection.
+	c.g.poll.wake(c)
 }
 
 // closeGrace is how long the gateway waits for the client's answer to its
@@ -147,12 +161,15 @@ const closeGrace = 2 * time.Second
 // waitWriter waits, up to d, until no writer runs.
 func (c *conn) waitWriter(d time.Duration) {
 	c.mu.Lock()
-	done := c.wdone
-	w := c.writing
-	c.mu.Unlock()
-	if !w {
+	if !c.writing {
+		c.mu.Unlock()
 		return
 	}
+	if c.wdone == nil {
+		c.wdone = make(chan struct{})
+	}
+	done := c.wdone
+	c.mu.Unlock()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -163,10 +180,18 @@ func (c *conn) waitWriter(d time.Duration) {
 
 var bufPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 8<<10) }}
 
+// stopWritingLocked marks the writer gone and wakes waitWriter.
+func (c *conn) stopWritingLocked() {
+	c.writing = false
+	if c.wdone != nil {
+		close(c.wdone)
+		c.wdone = nil
+	}
+}
+
 // writeLoop writes the queue until it is empty, flushing once per round.
-func (c *conn) writeLoop(done chan struct{}) {
+func (c *conn) writeLoop() {
 	defer c.g.wg.Done()
-	defer close(done)
 	bw := bufPool.Get().(*bufio.Writer)
 	bw.Reset(c.nc)
 	defer func() {
@@ -180,7 +205,7 @@ func (c *conn) writeLoop(done chan struct{}) {
 		c.queue, spare = spare[:0], nil
 		c.queued = 0
 		if len(items) == 0 {
-			c.writing = false
+			c.stopWritingLocked()
 			c.mu.Unlock()
 			return
 		}
@@ -197,7 +222,7 @@ func (c *conn) writeLoop(done chan struct{}) {
 			// gets it, or times out) and let the reader end the socket.
 			_ = c.nc.SetReadDeadline(time.Now().Add(closeGrace))
 			c.mu.Lock()
-			c.writing = false
+			c.stopWritingLocked()
 			c.queue, c.queued = nil, 0
 			c.mu.Unlock()
 			return
@@ -207,8 +232,12 @@ func (c *conn) writeLoop(done chan struct{}) {
 			// The socket failed: nothing more can be written.
 			_ = c.nc.Close()
 			c.mu.Lock()
-			c.closing, c.writing = true, false
+			c.closing = true
+			c.stopWritingLocked()
 			c.queue, c.queued = nil, 0
+			// Closing the socket dropped it from the poller's epoll: a
+			// parked connection needs its reader back to end.
+			c.g.poll.wake(c)
 			c.mu.Unlock()
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				c.g.m.closed("write_timeout")
@@ -348,15 +377,13 @@ var (
 	pingFrame = ws.MustCompileFrame(ws.NewPingFrame(nil))
 )
 
-// ping sends a ping and re-arms the keepalive timer.
+// ping sends a ping.
 func (c *conn) ping() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing {
-		return
+	if !c.closing {
+		c.enqueueLocked(item{kind: itemFrame, frame: pingFrame})
 	}
-	c.enqueueLocked(item{kind: itemFrame, frame: pingFrame})
-	c.timer.Reset(c.g.cfg.PingInterval)
 }
 
 // sendError queues an error frame.

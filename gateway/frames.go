@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -15,6 +19,11 @@ var (
 	errTooBig   = &protoError{code: wire.CodeTooLarge, msg: "message exceeds the size limit", closeCode: wire.CloseTooBig}
 )
 
+// errIdle is returned by frameReader.next when the read deadline passed
+// while waiting for the first byte of a new message: nothing was read, so
+// the connection may be parked or the read retried.
+var errIdle = fmt.Errorf("gateway: idle: %w", os.ErrDeadlineExceeded)
+
 // frameReader reads client frames from r: it checks masking and framing,
 // unmasks, joins fragmented messages, and returns control frames as they
 // come (also in the middle of a fragmented message). A small frame costs
@@ -23,17 +32,74 @@ var (
 type frameReader struct {
 	r   io.Reader
 	max int // largest message payload
+	// stall, if > 0, is how long a client may pause in the middle of a
+	// message: a deadline passing there is pushed back by stall as long as
+	// bytes keep coming (r must have SetReadDeadline). 0: the deadline
+	// ends the read.
+	stall time.Duration
 
 	hdr  [2]byte
 	op   ws.OpCode // op of the message being assembled; 0 if none
 	data []byte    // fragments so far
 }
 
+// readFull reads len(p) bytes in the middle of a message.
+func (fr *frameReader) readFull(p []byte) error {
+	extended := false
+	for len(p) > 0 {
+		n, err := fr.r.Read(p)
+		p = p[n:]
+		switch {
+		case len(p) == 0:
+			return nil
+		case n > 0:
+			extended = false
+		}
+		switch {
+		case err == nil:
+		case err == io.EOF:
+			return io.ErrUnexpectedEOF
+		case fr.stall > 0 && !extended && errors.Is(err, os.ErrDeadlineExceeded):
+			d, ok := fr.r.(interface{ SetReadDeadline(time.Time) error })
+			if !ok || d.SetReadDeadline(time.Now().Add(fr.stall)) != nil {
+				return err
+			}
+			extended = true
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+// readHeader reads the first two bytes of a frame. Between messages it
+// returns errIdle if the deadline passes before the first byte.
+func (fr *frameReader) readHeader() error {
+	if fr.op != 0 {
+		return fr.readFull(fr.hdr[:]) // within a fragmented message
+	}
+	for {
+		n, err := fr.r.Read(fr.hdr[:])
+		switch {
+		case n == 2:
+			return nil
+		case n == 1:
+			return fr.readFull(fr.hdr[1:])
+		case err == nil:
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return errIdle
+		default:
+			return err
+		}
+	}
+}
+
 // next returns the next control frame or complete data message. The
 // returned payload is owned by the caller.
 func (fr *frameReader) next() (ws.OpCode, []byte, error) {
 	for {
-		if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		if err := fr.readHeader(); err != nil {
 			return 0, nil, err
 		}
 		b0, b1 := fr.hdr[0], fr.hdr[1]
@@ -50,7 +116,7 @@ func (fr *frameReader) next() (ws.OpCode, []byte, error) {
 				extLen = 2
 			}
 			ext := make([]byte, extLen+4)
-			if _, err := io.ReadFull(fr.r, ext); err != nil {
+			if err := fr.readFull(ext); err != nil {
 				return 0, nil, err
 			}
 			if n == 126 {
@@ -83,14 +149,14 @@ func (fr *frameReader) next() (ws.OpCode, []byte, error) {
 		var p []byte
 		if b1&0x7f < 126 {
 			buf := make([]byte, 4+n)
-			if _, err := io.ReadFull(fr.r, buf); err != nil {
+			if err := fr.readFull(buf); err != nil {
 				return 0, nil, err
 			}
 			copy(mask[:], buf[:4])
 			p = buf[4:]
 		} else {
 			p = make([]byte, n)
-			if _, err := io.ReadFull(fr.r, p); err != nil {
+			if err := fr.readFull(p); err != nil {
 				return 0, nil, err
 			}
 		}

@@ -67,6 +67,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics; nil disables them.
 	Metrics *Metrics
+
+	// parkAfter is how long a joined connection stays idle before its
+	// reader goroutine is parked (Linux). Default 2s; tests shorten it.
+	parkAfter time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -107,6 +111,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.parkAfter == 0 {
+		c.parkAfter = 2 * time.Second
 	}
 	return c
 }
@@ -164,15 +171,19 @@ type Gateway struct {
 	m       *Metrics
 	ctx     context.Context // cancelled when draining runs out of time
 	cancel  context.CancelFunc
+	epoch   time.Time // origin of now
 
 	nextID   atomic.Uint64
 	draining atomic.Bool
 	wg       sync.WaitGroup // connection goroutines and presence appends
+	poll     poller         // parked connections
 
 	mu sync.Mutex
 	// Guarded by mu.
-	hubs  map[string]*hub
-	conns map[*conn]struct{}
+	hubs   map[string]*hub
+	conns  map[*conn]struct{}
+	kaStop chan struct{} // closes to stop keepalive; nil until it starts
+	kaDone chan struct{} // closed when keepalive returns
 }
 
 // New returns a Gateway appending through app and delivering from feeds.
@@ -191,6 +202,7 @@ func New(app Appender, feeds *sequencer.Feeds, history History, cfg Config) (*Ga
 		m:       cfg.Metrics,
 		hubs:    make(map[string]*hub),
 		conns:   make(map[*conn]struct{}),
+		epoch:   time.Now(),
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	return g, nil
@@ -231,15 +243,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = rw.Reader.Read(pre)
 		src = &prefixConn{Conn: nc, pre: pre}
 	}
+	n := g.nextID.Add(1)
 	c := &conn{
-		g:  g,
-		nc: src,
-		id: g.cfg.Instance + "-" + strconv.FormatUint(g.nextID.Add(1), 36),
+		g:      g,
+		nc:     src,
+		id:     g.cfg.Instance + "-" + strconv.FormatUint(n, 36),
+		bucket: uint8(n % pingBuckets),
 	}
 	c.fr = frameReader{r: src, max: g.cfg.MaxMessageBytes}
-	if g.cfg.Rate > 0 {
-		c.limiter = rate.NewLimiter(rate.Limit(g.cfg.Rate), g.cfg.Burst)
-	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(g.cfg.JoinTimeout))
 	g.mu.Lock()
 	if g.draining.Load() {
 		g.mu.Unlock()
@@ -248,6 +260,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	g.conns[c] = struct{}{}
 	g.wg.Add(1)
+	if g.kaStop == nil {
+		g.kaStop, g.kaDone = make(chan struct{}), make(chan struct{})
+		go g.keepalive(g.kaStop, g.kaDone)
+	}
 	g.mu.Unlock()
 	g.m.connections(1)
 	go g.serve(c)
@@ -275,25 +291,47 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 	if len(p.pre) > 0 {
 		n := copy(b, p.pre)
 		p.pre = p.pre[n:]
+		if len(p.pre) == 0 {
+			p.pre = nil
+		}
 		return n, nil
 	}
 	return p.Conn.Read(b)
 }
 
-// serve is the connection's reader goroutine.
+// serve is the connection's reader goroutine. It runs from the upgrade to
+// the end of the connection, except while the connection is parked: then
+// it returns and the poller starts serve again when the client sends
+// something. The connection's count in g.wg passes from one to the next.
 func (g *Gateway) serve(c *conn) {
+	if g.read(c) {
+		return // parked
+	}
 	defer g.wg.Done()
-	defer g.finish(c)
-	c.mu.Lock()
-	c.timer = time.AfterFunc(g.cfg.PingInterval, c.ping)
-	c.mu.Unlock()
-	_ = c.nc.SetReadDeadline(time.Now().Add(g.cfg.JoinTimeout))
+	g.finish(c)
+}
+
+// read reads and handles frames until the connection ends (false) or is
+// parked (true).
+func (g *Gateway) read(c *conn) (parked bool) {
 	for {
+		if c.hub != nil {
+			g.armReadDeadline(c)
+		}
 		op, p, err := c.fr.next()
 		if err != nil {
+			if err == errIdle && c.hub != nil && !c.graced {
+				if g.park(c) {
+					return true
+				}
+				if g.now()-c.lastRead.Load() < int64(2*g.cfg.PingInterval) {
+					continue
+				}
+			}
 			g.readFailed(c, err)
-			return
+			return false
 		}
+		t := g.now()
 		switch op {
 		case ws.OpClose:
 			code, _ := ws.ParseCloseFrameData(p)
@@ -301,23 +339,71 @@ func (g *Gateway) serve(c *conn) {
 				code = wire.CloseNormal
 			}
 			c.closeWith(int(code), "", "client")
-			return
+			return false
 		case ws.OpPing:
 			c.enqueue(item{kind: itemFrame, frame: ws.MustCompileFrame(ws.NewPongFrame(p))})
 		case ws.OpPong:
 		case ws.OpBinary:
 			c.sendError(wire.CodeUnsupported, "binary frames are not supported: send JSON text frames")
 			c.closeWith(wire.CloseUnsupported, "binary frames not supported", "unsupported")
-			return
+			return false
 		case ws.OpText:
 			if !g.handle(c, p) {
-				return
+				return false
 			}
 		}
 		if c.hub != nil {
-			_ = c.nc.SetReadDeadline(time.Now().Add(2 * g.cfg.PingInterval))
+			c.lastRead.Store(t)
 		}
 	}
+}
+
+// armReadDeadline sets the deadline for the next frame of a joined
+// connection: parkAfter, when it passes before the frame starts the
+// connection is parked; two ping intervals if it cannot be parked. Once a
+// close is under way it is closeGrace, set once.
+func (g *Gateway) armReadDeadline(c *conn) {
+	c.fr.stall = 2 * g.cfg.PingInterval
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	d := 2 * g.cfg.PingInterval
+	switch {
+	case closing && c.graced:
+		return
+	case closing:
+		c.graced = true
+		d = closeGrace
+	case !c.noPark:
+		d = min(d, g.cfg.parkAfter)
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(d))
+}
+
+// park hands an idle joined connection to the poller; true means the
+// reader goroutine must return without touching c again.
+func (g *Gateway) park(c *conn) bool {
+	if c.noPark {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	if !c.writing && len(c.queue) == 0 {
+		c.queue = nil // the writer keeps its array for the next round
+	}
+	if !g.poll.park(c) {
+		c.noPark = true
+		return false
+	}
+	return true
+}
+
+// now is the monotonic time since the gateway started, in nanoseconds.
+func (g *Gateway) now() int64 {
+	return max(1, int64(time.Since(g.epoch)))
 }
 
 // readFailed closes the connection after the reader stopped on err.
@@ -343,11 +429,6 @@ func (g *Gateway) readFailed(c *conn, err error) {
 // finish cleans up after the reader goroutine ends: lets the writer send
 // what it has (a close frame, normally), then drops the socket.
 func (g *Gateway) finish(c *conn) {
-	c.mu.Lock()
-	if c.timer != nil {
-		c.timer.Stop()
-	}
-	c.mu.Unlock()
 	c.waitWriter(closeGrace)
 	_ = c.nc.Close()
 	if h := c.hub; h != nil {
@@ -414,7 +495,7 @@ func (g *Gateway) gameMessage(c *conn, body []byte) {
 	case c.role != RolePlayer:
 		c.sendError(wire.CodeForbidden, "spectators cannot send messages")
 		return
-	case c.limiter != nil && !c.limiter.Allow():
+	case g.cfg.Rate > 0 && !c.allow():
 		c.sendError(wire.CodeRateLimited, "too many messages; this one was dropped")
 		return
 	}
@@ -434,6 +515,15 @@ func (g *Gateway) gameMessage(c *conn, body []byte) {
 		g.log.Warn("gateway: append failed", "game", c.hub.game, "client", c.id, "err", err)
 		c.sendError(wire.CodeUnavailable, "the message could not be stored; send it again")
 	}
+}
+
+// allow takes a token from c's rate limiter, made full on first use (as it
+// would be at connect time): connections that never send cost no limiter.
+func (c *conn) allow() bool {
+	if c.limiter == nil {
+		c.limiter = rate.NewLimiter(rate.Limit(c.g.cfg.Rate), c.g.cfg.Burst)
+	}
+	return c.limiter.Allow()
 }
 
 // join authorises req and attaches c to the game: joined, replay, live.
@@ -548,7 +638,7 @@ func (g *Gateway) presence(game, event string, c *conn) {
 // Shutdown drains the gateway: new connections are refused, every client is
 // closed with 1001 so it resumes on another instance, in-flight appends
 // finish. If ctx ends first, what is left is cut off. Shutdown returns when
-// every connection goroutine has exited.
+// every connection goroutine, the keepalive and the poller have exited.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
 	g.draining.Store(true)
@@ -556,10 +646,18 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	for c := range g.conns {
 		conns = append(conns, c)
 	}
+	kaStop, kaDone := g.kaStop, g.kaDone
 	g.mu.Unlock()
 	for _, c := range conns {
+		// Wakes parked connections; none parks once closing.
 		c.closeWith(wire.CloseGoingAway, "server shutting down: reconnect with since", "going_away")
 	}
+	// Every connection is closing: nothing left to ping or park.
+	if kaStop != nil {
+		close(kaStop)
+		<-kaDone
+	}
+	g.poll.stop()
 	done := make(chan struct{})
 	go func() {
 		g.wg.Wait()
