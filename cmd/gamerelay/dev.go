@@ -33,6 +33,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		data string
 		nl   string
 		ml   string
+		arch bool
 	)
 	lf.register(fs, "text")
 	lc.register(fs)
@@ -41,6 +42,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&data, "data", ".gamerelay-dev", "directory for the embedded servers' data")
 	fs.StringVar(&nl, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
 	fs.StringVar(&ml, mongoListenFlag, mongoListenDefault, mongoListenUsage)
+	fs.BoolVar(&arch, "archive", true, "run the archiver into the embedded FerretDB (false: no archive, e.g. to benchmark the message path alone)")
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -102,10 +104,14 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	runArchive, mongoURI, err := devArchive(ctx, data, ml, ns.ClientURL(), seqCfg, reg, log)
-	if err != nil {
-		return err
+	var extra []func(context.Context) error
+	if arch {
+		runArchive, mongoURI, err := devArchive(ctx, data, ml, ns.ClientURL(), seqCfg, reg, log)
+		if err != nil {
+			return err
+		}
+		log.Info("archive: MongoDB wire protocol (embedded FerretDB)", "uri", mongoURI, "db", "gamerelay")
+		extra = append(extra, runArchive)
 	}
-	log.Info("archive: MongoDB wire protocol (embedded FerretDB)", "uri", mongoURI, "db", "gamerelay")
-	return serveGateway(ctx, nc, seqCfg, gcfg, gf, adm, reg, log, true, []func(context.Context) error{runArchive}, &feeds)
+	return serveGateway(ctx, nc, seqCfg, gcfg, gf, adm, reg, log, true, extra, &feeds)
 }

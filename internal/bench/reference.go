@@ -71,7 +71,7 @@ func (rf *Reference) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rf.mu.Lock()
 	rf.next++
-	c := &refConn{id: "ref-" + strconv.FormatUint(rf.next, 36), out: make(chan []byte, 4096)}
+	c := &refConn{id: "ref-" + strconv.FormatUint(rf.next, 36), out: make(chan []byte, 256)}
 	rf.mu.Unlock()
 	go func() {
 		bw := bufio.NewWriter(conn)
