@@ -39,11 +39,8 @@ func runArchiver(ctx context.Context, args []string, _, stderr io.Writer) error 
 	fs.IntVar(&batch, "batch-size", 500, "most messages fetched and written at once")
 	fs.DurationVar(&wait, "batch-wait", 500*time.Millisecond, "longest wait for a full batch before writing what arrived")
 	fs.StringVar(&durable, "durable", "archiver", "name of the shared JetStream consumer on each partition stream")
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -44,11 +42,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&out, "out", "", "suite: write the table into this Markdown file (between its bench-suite markers)")
 	fs.BoolVar(&short, "short", false, "suite: short durations and sizes (a smoke run)")
 	lf.register(fs, "text")
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if suite {
 		return runSuite(ctx, out, short, stdout)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -43,11 +41,8 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&nl, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
 	fs.StringVar(&ml, mongoListenFlag, mongoListenDefault, mongoListenUsage)
 	fs.BoolVar(&arch, "archive", true, "run the archiver into the embedded FerretDB (false: no archive, e.g. to benchmark the message path alone)")
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {

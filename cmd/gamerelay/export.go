@@ -6,8 +6,6 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -30,11 +28,8 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&game, "game", "", "game id (required)")
 	fs.StringVar(&form, "format", "jsonl", "jsonl or csv")
 	fs.StringVar(&out, "out", "-", "output file (written whole or not at all); - is standard output")
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if err := wire.ValidateGame(game); err != nil {
 		return usageError{fmt.Errorf("--game: %w", err)}

@@ -133,11 +133,8 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	nf.register(fs)
 	gf.register(fs, false)
 	fs.StringVar(&adm, "admin", ":9090", "admin listener address (/metrics, /healthz, /readyz)")
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {

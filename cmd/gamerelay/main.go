@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/gamerelay/gamerelay/internal/cli"
 )
 
 type command struct {
@@ -81,6 +83,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // usageError is a bad flag or configuration: exit code 2.
 type usageError struct{ error }
+
+// parseFlags parses a subcommand's flags and their environment twins:
+// --help comes back as flag.ErrHelp (exit 0), any other problem as a
+// usageError (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	return nil
+}
 
 // newLogger builds the process logger: JSON by default (production), text
 // for humans.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"io"
 	"time"
 
@@ -32,11 +31,8 @@ func runSequencer(ctx context.Context, args []string, _, stderr io.Writer) error
 	fs.StringVar(&inst, "instance", "", "instance name in leases (default: random)")
 	fs.DurationVar(&drain, "drain-timeout", 20*time.Second, "on SIGTERM, how long to finish queued appends")
 	fs.DurationVar(&ttl, "lease-ttl", 10*time.Second, "partition lease lifetime: a dead sequencer's partitions move after about this long")
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {

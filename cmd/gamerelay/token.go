@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -24,11 +23,8 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&sub, "sub", "", "user name carried into the player's messages as \"user\" (optional)")
 	fs.DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime")
 	fs.StringVar(&secret, "token-secret", "", "HS256 secret, the gateway's --token-secret")
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if err := wire.ValidateGame(game); err != nil {
 		return usageError{fmt.Errorf("--game: %w", err)}
