@@ -210,13 +210,20 @@ func (c *Client) End(ctx context.Context, game, idempotencyKey string) (uint64, 
 // do sends one API call, retrying network errors, 429 and 5xx answers.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, idem string, out any) error {
 	wait := c.backoff
+	var answer error // the server's last error answer, kept for when ctx ends mid-request
 	for attempt := 1; ; attempt++ {
 		retryAfter, err := c.try(ctx, method, path, body, idem, out)
 		var e *Error
+		if errors.As(err, &e) {
+			answer = err
+		}
 		switch {
 		case err == nil:
 			return nil
 		case ctx.Err() != nil:
+			if answer != nil && answer != err {
+				return errors.Join(answer, err, ctx.Err())
+			}
 			return errors.Join(err, ctx.Err())
 		case errors.As(err, &e) && e.Status != http.StatusTooManyRequests && e.Status < 500:
 			return err

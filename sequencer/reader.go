@@ -84,7 +84,9 @@ func (r *Reader) Range(ctx context.Context, game string, since, upto uint64, hin
 	}
 	next := want
 	for next <= upto {
-		n, err := r.st.next(ctx, p, game, startSeq, readBatch, func(m Stored) error {
+		// What is left, plus the page's messages before want, at most readBatch.
+		batch := int(min(upto-next+1+wire.PageSize, readBatch))
+		n, err := r.st.next(ctx, p, game, startSeq, batch, func(m Stored) error {
 			switch {
 			case m.ID < next:
 				startSeq = m.Seq + 1
