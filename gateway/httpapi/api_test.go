@@ -413,6 +413,7 @@ func TestCreate(t *testing.T) {
 	}
 	ana := join(t, sys.Pods[0].WSURL, "match-1", r.body["players"].([]any)[0].(map[string]any)["token"].(string))
 	ana.expect("game_created")
+	ana.until("presence") // her join's presence is appended asynchronously: let it land
 	ana.send(map[string]any{"type": "hello"})
 	if m := ana.until("hello"); m["user"] != "ana" {
 		t.Fatalf("ana's message %v lacks user ana", m)

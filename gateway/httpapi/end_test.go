@@ -15,6 +15,9 @@ func TestEnd(t *testing.T) {
 	base, ws := sys.URL(), sys.Pods[0].WSURL
 	r := createGame(t, base, `{"id":"duel-9","players":[{"sub":"ana"}]}`)
 	ana := join(t, ws, "duel-9", r.body["players"].([]any)[0].(map[string]any)["token"].(string))
+	// Her presence is appended after joined, asynchronously: let it land
+	// so the msg_ids below are the end messages'.
+	ana.until("presence")
 
 	e1 := expect(t, call(t, "POST", base+"/v1/games/duel-9/end", studioKey, `{"reason":"finished","winner":"ana"}`), http.StatusOK)
 	id := e1.num("msg_id")
