@@ -322,25 +322,33 @@ var errReplay = errors.New("gateway: replay failed")
 
 // replayFromArchive serves the part of a replay retention removed from the
 // stream: the archive up to the stream's first message, then the stream.
+// Retention may move the stream's start while this runs (new messages
+// push old ones out); then the archive serves the newly removed part too.
 func (c *conn) replayFromArchive(ctx context.Context, bw *bufio.Writer, j *joinJob, te *sequencer.TruncatedError, n, size *int) error {
 	if c.g.history == nil || te.FirstID == 0 {
 		return te
 	}
-	err := c.g.history.Range(ctx, j.game, j.since, te.FirstID-1, func(_ uint64, frame []byte) error {
+	done := j.since // last msg_id written
+	write := func(id uint64, frame []byte) error {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
 		*n++
 		*size += len(frame)
+		done = id
 		return writeText(bw, frame)
-	})
-	if err != nil {
-		return err
 	}
-	return j.feed.Replay(ctx, te.FirstID-1, j.head, func(m sequencer.Stored) error {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
-		*n++
-		*size += len(m.Data)
-		return writeText(bw, m.Data)
-	})
+	for attempt := 0; ; attempt++ {
+		if te.FirstID-1 > done {
+			if err := c.g.history.Range(ctx, j.game, done, te.FirstID-1, write); err != nil {
+				return err
+			}
+		}
+		err := j.feed.Replay(ctx, done, j.head, func(m sequencer.Stored) error { return write(m.ID, m.Data) })
+		var moved *sequencer.TruncatedError
+		if !errors.As(err, &moved) || moved.FirstID <= te.FirstID || attempt == 8 {
+			return err
+		}
+		te = moved
+	}
 }
 
 // writeText writes p as one unmasked text frame.

@@ -21,9 +21,17 @@ import (
 type memArchive struct {
 	mu     sync.Mutex
 	frames map[uint64][]byte
+	during func() // if set, runs once, inside the next Range call
 }
 
 func (a *memArchive) Range(_ context.Context, _ string, since, upto uint64, fn func(uint64, []byte) error) error {
+	a.mu.Lock()
+	during := a.during
+	a.during = nil
+	a.mu.Unlock()
+	if during != nil {
+		during()
+	}
 	for id := since + 1; id <= upto; id++ {
 		a.mu.Lock()
 		f, ok := a.frames[id]
@@ -113,6 +121,26 @@ func TestJoinFromZeroCrossesIntoTheArchive(t *testing.T) {
 			t.Fatalf("got %v, want msg_id %d", m, want)
 		}
 	}
+	// Retention moves while a join reads the archive: new messages push
+	// more old ones out of the stream before it reads the stream part.
+	archive.mu.Lock()
+	archive.during = func() {
+		for i := 0; i < 5; i++ {
+			if _, err := app.Append(context.Background(), "old", []byte(`{"type":"late"}`), ""); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	archive.mu.Unlock()
+	c3 := dial(t, "ws://"+srv.Listener.Addr().String()+"/ws")
+	c3.send(`{"type":"join","game":"old","since":0}`)
+	head := uint64(c3.expect("joined")["head"].(float64))
+	for want := uint64(1); want <= head; want++ {
+		if m := c3.next(10 * time.Second); id(m) != want {
+			t.Fatalf("with retention moving: got %v, want msg_id %d", m, want)
+		}
+	}
+
 	// Without the archive the same join is refused rather than gapped.
 	g2, err := New(app, feeds, nil, Config{AllowAnonymous: true, Logger: log})
 	if err != nil {
