@@ -126,14 +126,26 @@ func NewAppender(ctx context.Context, nc *nats.Conn, cfg Config) (*Appender, err
 // append with the same key within the duplicate window yields the same
 // Result. If ctx ends first the message may still be appended; retry with
 // the same key to learn its msg_id.
+//
+// When nothing of the game is queued or in flight, Append publishes on the
+// caller's goroutine (one attempt; retries continue on a goroutine of the
+// Appender, so ctx still bounds the wait), which saves a goroutine hand-off
+// per message for a game whose messages arrive one at a time.
 func (a *Appender) Append(ctx context.Context, game string, body []byte, idem string) (Result, error) {
 	type outcome struct {
 		r   Result
 		err error
 	}
 	ch := make(chan outcome, 1)
-	if err := a.AppendAsync(game, body, idem, func(r Result, err error) { ch <- outcome{r, err} }); err != nil {
+	done := func(r Result, err error) { ch <- outcome{r, err} }
+	g, p, err := a.enqueue(game, body, idem, done, true)
+	if err != nil {
 		return Result{}, err
+	}
+	if p != nil {
+		if r, err, ok := a.flushInline(ctx, g, p); ok {
+			return r, err
+		}
 	}
 	select {
 	case o := <-ch:
@@ -143,25 +155,57 @@ func (a *Appender) Append(ctx context.Context, game string, body []byte, idem st
 	}
 }
 
+// flushInline makes the first attempt to append p, the only message of the
+// idle game g, on the caller's goroutine. ok is false when the outcome is
+// not known yet: a flush goroutine then retries and reports to p's calls.
+func (a *Appender) flushInline(ctx context.Context, g *gameState, p *pending) (r Result, err error, ok bool) {
+	batch := []*pending{p}
+	res, errs, ok := a.appendBatch(ctx, g, batch, 0, true)
+	if !ok {
+		go a.flushFrom(g, batch)
+		return Result{}, nil, false
+	}
+	a.settle(g, batch, res, errs, 1) // calls[0] is the caller, answered below
+	a.mu.Lock()
+	if len(g.queue) == 0 {
+		a.idleLocked(g)
+		a.mu.Unlock()
+		a.wg.Done()
+	} else {
+		a.mu.Unlock()
+		go a.flushFrom(g, nil)
+	}
+	return res[0], errs[0], true
+}
+
 // AppendAsync is Append without waiting: done is called exactly once, from
 // another goroutine, unless AppendAsync itself returns an error. done must
 // not block.
 func (a *Appender) AppendAsync(game string, body []byte, idem string, done func(Result, error)) error {
+	_, _, err := a.enqueue(game, body, idem, done, false)
+	return err
+}
+
+// enqueue validates and queues an append whose outcome goes to done. With
+// inline set and the game idle, it marks the game busy and returns the
+// pending append for the caller to publish (flushInline) instead of starting
+// a flush goroutine.
+func (a *Appender) enqueue(game string, body []byte, idem string, done func(Result, error), inline bool) (*gameState, *pending, error) {
 	if err := wire.ValidateGame(game); err != nil {
 		a.countFail(wire.CodeInvalidGame)
-		return errorf(wire.CodeInvalidGame, "%v", err)
+		return nil, nil, errorf(wire.CodeInvalidGame, "%v", err)
 	}
 	if err := ValidateBody(body, a.cfg.MaxMessageBytes); err != nil {
 		var e *Error
 		if errors.As(err, &e) {
 			a.countFail(e.Code)
 		}
-		return err
+		return nil, nil, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closing {
-		return ErrClosed
+		return nil, nil, ErrClosed
 	}
 	g := a.games[game]
 	if g == nil {
@@ -175,12 +219,12 @@ func (a *Appender) AppendAsync(game string, body []byte, idem string, done func(
 	if idem != "" {
 		if p := g.byIdem[idem]; p != nil {
 			p.calls = append(p.calls, done)
-			return nil
+			return g, nil, nil
 		}
 	}
 	if len(g.queue) >= maxQueue {
 		a.countFail(wire.CodeUnavailable)
-		return errorf(wire.CodeUnavailable, "game %s has %d appends waiting; retry later", game, len(g.queue))
+		return nil, nil, errorf(wire.CodeUnavailable, "game %s has %d appends waiting; retry later", game, len(g.queue))
 	}
 	p := &pending{body: body, idem: idem, calls: []func(Result, error){done}}
 	if idem == "" {
@@ -191,13 +235,19 @@ func (a *Appender) AppendAsync(game string, body []byte, idem string, done func(
 		}
 		g.byIdem[idem] = p
 	}
+	a.wg.Add(1)
+	if !g.busy && inline {
+		g.busy = true
+		return g, p, nil // the caller publishes p; a.wg counts it
+	}
+	a.wg.Done()
 	g.queue = append(g.queue, p)
 	if !g.busy {
 		g.busy = true
 		a.wg.Add(1)
 		go a.flush(g)
 	}
-	return nil
+	return g, nil, nil
 }
 
 func (a *Appender) countFail(code string) {
@@ -207,8 +257,17 @@ func (a *Appender) countFail(code string) {
 }
 
 // flush appends the game's queue, one publish at a time, until it is empty.
-func (a *Appender) flush(g *gameState) {
+func (a *Appender) flush(g *gameState) { a.flushFrom(g, nil) }
+
+// flushFrom finishes batch (an inline append whose first attempt failed),
+// if any, then appends the game's queue until it is empty. The caller has
+// counted it in a.wg and marked g busy.
+func (a *Appender) flushFrom(g *gameState, batch []*pending) {
 	defer a.wg.Done()
+	if batch != nil {
+		res, errs, _ := a.appendBatch(a.ctx, g, batch, 1, false)
+		a.settle(g, batch, res, errs, 0)
+	}
 	for {
 		a.mu.Lock()
 		n, size := 0, 0
@@ -220,9 +279,7 @@ func (a *Appender) flush(g *gameState) {
 			n = min(n, 1)
 		}
 		if n == 0 {
-			g.busy = false
-			g.queue = nil
-			g.lastUsed = time.Now()
+			a.idleLocked(g)
 			a.mu.Unlock()
 			return
 		}
@@ -230,64 +287,86 @@ func (a *Appender) flush(g *gameState) {
 		g.queue = g.queue[n:]
 		a.mu.Unlock()
 
-		res, errs := a.appendBatch(g, batch)
+		res, errs, _ := a.appendBatch(a.ctx, g, batch, 0, false)
+		a.settle(g, batch, res, errs, 0)
+	}
+}
 
-		a.mu.Lock()
-		for _, p := range batch {
-			if g.byIdem[p.idem] == p {
-				delete(g.byIdem, p.idem)
+// idleLocked records that no flush owns g any more.
+func (a *Appender) idleLocked(g *gameState) {
+	g.busy = false
+	g.queue = nil
+	g.lastUsed = time.Now()
+}
+
+// settle forgets batch's idempotency keys and reports each outcome to the
+// calls waiting for it, except the first skip calls of the first message.
+func (a *Appender) settle(g *gameState, batch []*pending, res []Result, errs []error, skip int) {
+	a.mu.Lock()
+	for _, p := range batch {
+		if g.byIdem[p.idem] == p {
+			delete(g.byIdem, p.idem)
+		}
+	}
+	a.mu.Unlock()
+	for i, p := range batch {
+		if errs[i] != nil {
+			var e *Error
+			if errors.As(errs[i], &e) {
+				a.countFail(e.Code)
+			} else {
+				a.countFail(wire.CodeInternal)
 			}
 		}
-		a.mu.Unlock()
-		for i, p := range batch {
-			if errs[i] != nil {
-				var e *Error
-				if errors.As(errs[i], &e) {
-					a.countFail(e.Code)
-				} else {
-					a.countFail(wire.CodeInternal)
-				}
-			}
-			for _, call := range p.calls {
-				call(res[i], errs[i])
-			}
+		calls := p.calls
+		if i == 0 {
+			calls = calls[skip:]
+		}
+		for _, call := range calls {
+			call(res[i], errs[i])
 		}
 	}
 }
 
 // appendBatch appends batch in order, retrying until each message is stored,
-// refused for good, or the Appender closes.
-func (a *Appender) appendBatch(g *gameState, batch []*pending) ([]Result, []error) {
-	res := make([]Result, len(batch))
-	errs := make([]error, len(batch))
-	for attempt := 0; ; attempt++ {
+// refused for good, or the Appender closes. Attempts are numbered from
+// first (a batch whose first attempt failed elsewhere starts at 1, after a
+// back-off). With once set it makes one attempt and reports ok false if that
+// did not settle the batch.
+func (a *Appender) appendBatch(ctx context.Context, g *gameState, batch []*pending, first int, once bool) (res []Result, errs []error, ok bool) {
+	res = make([]Result, len(batch))
+	errs = make([]error, len(batch))
+	for attempt := first; ; attempt++ {
+		if once && attempt > first {
+			return nil, nil, false
+		}
 		if attempt > 0 && !a.sleep(attempt) {
 			for i := range errs {
 				errs[i] = ErrClosed
 			}
-			return res, errs
+			return res, errs, true
 		}
 		if !g.known {
-			if err := a.refresh(g, attempt > 1); err != nil {
+			if err := a.refresh(ctx, g, attempt > 1); err != nil {
 				a.retried("head")
 				a.log.Debug("sequencer: read head", "game", g.name, "err", err)
 				continue
 			}
 		}
-		ack, ts, err := a.publish(g, batch)
+		ack, ts, err := a.publish(ctx, g, batch)
 		if err == nil {
 			if ack.Duplicate {
 				// Only a single publish is answered this way.
-				r, err := a.duplicate(g, ack.Seq)
+				r, err := a.duplicate(ctx, g, ack.Seq)
 				if err != nil {
 					a.retried("duplicate_lookup")
 					continue
 				}
 				res[0] = r
-				return res, errs
+				return res, errs, true
 			}
 			a.advance(g, batch, ack.Seq, ts, res)
-			return res, errs
+			return res, errs, true
 		}
 		code := errCode(err)
 		switch code {
@@ -302,10 +381,10 @@ func (a *Appender) appendBatch(g *gameState, batch []*pending) ([]Result, []erro
 			// or by another sequencer: settle each message on its own.
 			a.retried("batch_duplicate")
 			for i := range batch {
-				r, e := a.appendBatch(g, batch[i:i+1])
+				r, e, _ := a.appendBatch(a.ctx, g, batch[i:i+1], 0, false)
 				res[i], errs[i] = r[0], e[0]
 			}
-			return res, errs
+			return res, errs, true
 		case errCodeBatchIncomplete, errCodeBatchTooMany, errCodeClusterUnavailable:
 			g.known = false
 			a.retried("batch")
@@ -316,14 +395,14 @@ func (a *Appender) appendBatch(g *gameState, batch []*pending) ([]Result, []erro
 			// Refused for good, e.g. larger than the stream allows.
 			if len(batch) > 1 {
 				for i := range batch {
-					r, e := a.appendBatch(g, batch[i:i+1])
+					r, e, _ := a.appendBatch(a.ctx, g, batch[i:i+1], 0, false)
 					res[i], errs[i] = r[0], e[0]
 				}
-				return res, errs
+				return res, errs, true
 			}
 			a.log.Warn("sequencer: append refused", "game", g.name, "err", err)
 			errs[0] = errorf(wire.CodeInvalidMessage, "refused by the log: %s", ae.Desc)
-			return res, errs
+			return res, errs, true
 		}
 		// Timeout, no responders, leader change, lost connection: the
 		// outcome is unknown, so re-read the head; the idempotency keys make
@@ -357,22 +436,22 @@ func (a *Appender) sleep(n int) bool {
 
 // refresh reads the game's head from the stream; fromLeader avoids a replica
 // that may trail the leader.
-func (a *Appender) refresh(g *gameState, fromLeader bool) error {
+func (a *Appender) refresh(ctx context.Context, g *gameState, fromLeader bool) error {
 	var (
 		head Stored
 		err  error
 	)
 	if fromLeader {
-		head, err = a.st.lastFromLeader(a.ctx, g.p, g.name)
+		head, err = a.st.lastFromLeader(ctx, g.p, g.name)
 	} else {
-		head, err = a.st.last(a.ctx, g.p, g.name)
+		head, err = a.st.last(ctx, g.p, g.name)
 	}
 	switch {
 	case errors.Is(err, errNotFound):
 		// No stored message: a new game, or one whose every message
 		// retention removed. The checkpoint keeps numbering going.
 		var id uint64
-		e, kerr := a.heads.Get(a.ctx, g.name)
+		e, kerr := a.heads.Get(ctx, g.name)
 		switch {
 		case kerr == nil:
 			id, _ = strconv.ParseUint(string(e.Value()), 10, 64)
@@ -396,7 +475,7 @@ func (a *Appender) refresh(g *gameState, fromLeader bool) error {
 
 // publish stamps and sends batch: one checked publish, or an atomic batch
 // whose first message carries the check.
-func (a *Appender) publish(g *gameState, batch []*pending) (*pubAck, int64, error) {
+func (a *Appender) publish(ctx context.Context, g *gameState, batch []*pending) (*pubAck, int64, error) {
 	ts := time.Now().UnixMilli()
 	first := g.lastID + 1
 	msgs := make([]*nats.Msg, len(batch))
@@ -424,14 +503,14 @@ func (a *Appender) publish(g *gameState, batch []*pending) (*pubAck, int64, erro
 		err error
 	)
 	if len(msgs) == 1 {
-		ack, err = a.st.publish(a.ctx, msgs[0])
+		ack, err = a.st.publish(ctx, msgs[0])
 	} else {
 		select {
 		case a.batchSem[g.p] <- struct{}{}:
 		case <-a.ctx.Done():
 			return nil, ts, ErrClosed
 		}
-		ack, err = a.st.publishBatch(a.ctx, nuid.Next(), msgs)
+		ack, err = a.st.publishBatch(ctx, nuid.Next(), msgs)
 		<-a.batchSem[g.p]
 		if err == nil && ack.Count != uint64(len(msgs)) {
 			err = errors.New("sequencer: batch ack count mismatch")
@@ -472,8 +551,8 @@ func (a *Appender) advance(g *gameState, batch []*pending, lastSeq uint64, ts in
 }
 
 // duplicate answers a publish JetStream recognised as already stored at seq.
-func (a *Appender) duplicate(g *gameState, seq uint64) (Result, error) {
-	st, err := a.st.bySeq(a.ctx, g.p, seq)
+func (a *Appender) duplicate(ctx context.Context, g *gameState, seq uint64) (Result, error) {
+	st, err := a.st.bySeq(ctx, g.p, seq)
 	if err != nil {
 		return Result{}, err
 	}

@@ -301,6 +301,44 @@ func TestIdempotentAppend(t *testing.T) {
 	}
 }
 
+// An idle game's append is published on the caller's goroutine; when that
+// one attempt fails (here: another sequencer moved the head) the retry runs
+// on a goroutine of the Appender and the caller still gets the outcome.
+func TestInlineAppendHandsOffRetry(t *testing.T) {
+	cfg := testConfig()
+	cfg.Metrics = NewMetrics(nil)
+	e := newEnv(t, cfg)
+	a, b := e.appender(), e.appender()
+	ctx := context.Background()
+	for i, step := range []struct {
+		app  *Appender
+		want uint64
+	}{{a, 1}, {b, 2}, {a, 3}, {a, 4}} {
+		r, err := step.app.Append(ctx, "inline", body(fmt.Sprint(i)), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.MsgID != step.want {
+			t.Fatalf("append %d got msg_id %d, want %d", i, r.MsgID, step.want)
+		}
+	}
+	// a's third append was checked against the head it knew (msg_id 1) and
+	// refused; only the retry stored it.
+	if n := testutil.ToFloat64(cfg.Metrics.Conflicts.WithLabelValues("10071")); n != 1 {
+		t.Fatalf("conflicts = %v, want 1", n)
+	}
+	msgs := readAll(t, NewReader(e.conn(), e.cfg), "inline")
+	if len(msgs) != 4 {
+		t.Fatalf("stored %d messages, want 4", len(msgs))
+	}
+	// The retry goroutine finishes and leaves the game idle.
+	waitFor(t, 5*time.Second, "game idle", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return !a.games["inline"].busy
+	})
+}
+
 func TestBadInputRejectedBeforePublish(t *testing.T) {
 	e := newEnv(t, testConfig())
 	a := e.appender()
