@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -26,6 +27,7 @@ const (
 	itemFrame itemKind = iota // a compiled frame; id > 0 for game messages
 	itemJoin                  // joined, then the replay, then what follows
 	itemClose                 // close frame, then the end of the connection
+	itemRest                  // the rest of a frame partly written: never dropped
 )
 
 type item struct {
@@ -54,6 +56,7 @@ type conn struct {
 	// Static after construction.
 	g      *Gateway
 	nc     net.Conn
+	raw    syscall.RawConn // the socket under nc for writeNow; nil: none
 	id     string
 	bucket uint8 // keepalive group: pinged once every pingBuckets ticks
 
@@ -108,6 +111,24 @@ func (c *conn) enqueueLocked(it item) {
 		c.closeLocked(wire.CloseTryLater, "slow consumer: reconnect with since", "slow_consumer")
 		return
 	}
+	if !c.writing && it.kind == itemFrame {
+		// No writer runs, so nothing is queued: try the socket directly,
+		// without blocking, and leave only what it did not take to a
+		// writer. This saves a goroutine per message to an idle client.
+		if it.id > 0 && it.id <= c.skip {
+			return
+		}
+		n := c.writeNow(it.frame)
+		if n == len(it.frame) {
+			if it.id > 0 {
+				c.g.m.wrote(1, n)
+			}
+			return
+		}
+		if n > 0 {
+			it.kind, it.frame = itemRest, it.frame[n:]
+		}
+	}
 	c.queue = append(c.queue, it)
 	c.queued += len(it.frame)
 	c.startWriterLocked()
@@ -138,7 +159,7 @@ func (c *conn) closeLocked(code int, text, reason string) {
 	kept := c.queue[:0]
 	c.queued = 0
 	for _, it := range c.queue {
-		if it.kind == itemFrame && it.id == 0 && len(it.frame) <= 512 {
+		if it.kind == itemRest || it.kind == itemFrame && it.id == 0 && len(it.frame) <= 512 {
 			kept = append(kept, it)
 			c.queued += len(it.frame)
 		} else if it.id > 0 {
@@ -265,9 +286,9 @@ func (c *conn) writeItems(bw *bufio.Writer, items []item) (n, size int, err erro
 		case itemClose:
 			_, err := bw.Write(it.frame)
 			return n, size, err
-		default:
+		default: // itemFrame, itemRest
 			if it.id > 0 {
-				if it.id <= c.skip {
+				if it.kind == itemFrame && it.id <= c.skip {
 					continue
 				}
 				n++

@@ -247,6 +247,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &conn{
 		g:      g,
 		nc:     src,
+		raw:    rawConn(src),
 		id:     g.cfg.Instance + "-" + strconv.FormatUint(n, 36),
 		bucket: uint8(n % pingBuckets),
 	}

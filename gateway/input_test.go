@@ -23,6 +23,9 @@ func TestBadInput(t *testing.T) {
 	owner := dial(t, url)
 	owner.send(joinMsg(game, player, 0))
 	owner.expect("joined")
+	// The game exists for spectators once its first message (the owner's
+	// presence, appended in the background) reached the gateway.
+	owner.expect("presence")
 
 	joined := func(t *testing.T, role string) *client {
 		c := dial(t, url)

@@ -216,3 +216,29 @@ func rawConn(nc net.Conn) syscall.RawConn {
 	}
 	return rc
 }
+
+// writeNow writes as much of p to c's socket as it takes without blocking
+// and returns how much that was (0 without a socket, or on any error: the
+// writer goroutine, which gets the rest, meets the error again and ends the
+// connection). The caller holds c.mu with no writer running, so nothing
+// else writes to the socket.
+func (c *conn) writeNow(p []byte) int {
+	if c.raw == nil {
+		return 0
+	}
+	n := 0
+	_ = c.raw.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			k, err := unix.Write(int(fd), p[n:])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || k <= 0 {
+				break
+			}
+			n += k
+		}
+		return true // never wait for the socket: the writer does that
+	})
+	return n
+}
