@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -26,9 +27,10 @@ var errIdle = fmt.Errorf("gateway: idle: %w", os.ErrDeadlineExceeded)
 
 // frameReader reads client frames from r: it checks masking and framing,
 // unmasks, joins fragmented messages, and returns control frames as they
-// come (also in the middle of a fragmented message). A small frame costs
-// two reads: the first two header bytes (where an idle connection waits,
-// holding no buffer), then mask and payload together.
+// come (also in the middle of a fragmented message). Reads go through a
+// small buffer taken from a pool while the connection is active, so a small
+// frame, or several, costs one read; release gives the buffer back once it
+// is empty (before a connection parks), so an idle connection holds none.
 type frameReader struct {
 	r   io.Reader
 	max int // largest message payload
@@ -41,13 +43,54 @@ type frameReader struct {
 	hdr  [2]byte
 	op   ws.OpCode // op of the message being assembled; 0 if none
 	data []byte    // fragments so far
+
+	buf        *[readBufSize]byte // nil until the first read after release
+	bpos, bend int                // unread bytes are buf[bpos:bend]
+}
+
+// readBufSize is the read buffer of an active connection.
+const readBufSize = 1024
+
+var readBufPool = sync.Pool{New: func() any { return new([readBufSize]byte) }}
+
+// read reads into p from the buffer, refilling it with one read of r when
+// it is empty; reads as large as the buffer go to r directly.
+func (fr *frameReader) read(p []byte) (int, error) {
+	if fr.bpos == fr.bend {
+		if len(p) >= readBufSize {
+			return fr.r.Read(p)
+		}
+		if fr.buf == nil {
+			fr.buf = readBufPool.Get().(*[readBufSize]byte)
+		}
+		n, err := fr.r.Read(fr.buf[:])
+		fr.bpos, fr.bend = 0, n
+		if n == 0 {
+			return 0, err
+		}
+		// An error with data comes back from r on the next read.
+	}
+	n := copy(p, fr.buf[fr.bpos:fr.bend])
+	fr.bpos += n
+	return n, nil
+}
+
+// buffered reports whether bytes read from the socket wait in the buffer.
+func (fr *frameReader) buffered() bool { return fr.bpos < fr.bend }
+
+// release returns the read buffer to the pool if it holds nothing unread.
+func (fr *frameReader) release() {
+	if fr.buf != nil && fr.bpos == fr.bend {
+		readBufPool.Put(fr.buf)
+		fr.buf, fr.bpos, fr.bend = nil, 0, 0
+	}
 }
 
 // readFull reads len(p) bytes in the middle of a message.
 func (fr *frameReader) readFull(p []byte) error {
 	extended := false
 	for len(p) > 0 {
-		n, err := fr.r.Read(p)
+		n, err := fr.read(p)
 		p = p[n:]
 		switch {
 		case len(p) == 0:
@@ -79,7 +122,7 @@ func (fr *frameReader) readHeader() error {
 		return fr.readFull(fr.hdr[:]) // within a fragmented message
 	}
 	for {
-		n, err := fr.r.Read(fr.hdr[:])
+		n, err := fr.read(fr.hdr[:])
 		switch {
 		case n == 2:
 			return nil

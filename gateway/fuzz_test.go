@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -116,5 +118,42 @@ func TestFragmentedMessages(t *testing.T) {
 		if _, _, err := fr.next(); !errors.As(err, &pe) {
 			t.Fatalf("%s: got %v", name, err)
 		}
+	}
+}
+
+// Frames of every size class come out whole however the socket splits
+// them: in one read with others, byte by byte, or larger than the buffer.
+func TestFrameReaderBuffering(t *testing.T) {
+	var b bytes.Buffer
+	var want []string
+	for i, n := range []int{10, 2000, 5, readBufSize - 6, readBufSize, 70000, 1} {
+		p := `{"type":"` + strings.Repeat(string(rune('a'+i)), n) + `"}`
+		want = append(want, p)
+		_ = ws.WriteFrame(&b, ws.MaskFrame(ws.NewTextFrame([]byte(p))))
+	}
+	for name, wrap := range map[string]func(io.Reader) io.Reader{
+		"whole":    func(r io.Reader) io.Reader { return r },
+		"one byte": iotest.OneByteReader,
+		"halves":   iotest.HalfReader,
+	} {
+		t.Run(name, func(t *testing.T) {
+			fr := frameReader{r: wrap(bytes.NewReader(b.Bytes())), max: 1 << 20}
+			for i, w := range want {
+				op, p, err := fr.next()
+				if err != nil || op != ws.OpText || string(p) != w {
+					t.Fatalf("frame %d: got %v, %d bytes, %v; want %d bytes", i, op, len(p), err, len(w))
+				}
+			}
+			if _, _, err := fr.next(); !errors.Is(err, io.EOF) {
+				t.Fatalf("end: %v", err)
+			}
+			if fr.buffered() {
+				t.Fatal("bytes left in the buffer at the end")
+			}
+			fr.release()
+			if fr.buf != nil {
+				t.Fatal("release kept the buffer")
+			}
+		})
 	}
 }

@@ -309,6 +309,7 @@ func (g *Gateway) serve(c *conn) {
 		return // parked
 	}
 	defer g.wg.Done()
+	c.fr.release()
 	g.finish(c)
 }
 
@@ -384,9 +385,12 @@ func (g *Gateway) armReadDeadline(c *conn) {
 // park hands an idle joined connection to the poller; true means the
 // reader goroutine must return without touching c again.
 func (g *Gateway) park(c *conn) bool {
-	if c.noPark {
+	if c.noPark || c.fr.buffered() {
 		return false
 	}
+	// The poller wakes the connection only for bytes still in the socket:
+	// nothing may wait in the read buffer, which goes back to its pool.
+	c.fr.release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
