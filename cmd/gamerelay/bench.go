@@ -6,20 +6,23 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/gamerelay/gamerelay/internal/bench"
 	"github.com/gamerelay/gamerelay/internal/cli"
+	"github.com/gamerelay/gamerelay/internal/embednats"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("bench", "Load generator that verifies order: drives a gateway over WebSockets and\nreports throughput, latency, server CPU per delivery and memory per\nconnection; every client checks dense msg_id order and all clients of a\ngame must see the same sequence. --mode reference serves the bare\nin-memory relay used as the reference.", stderr)
 	var (
-		cfg    bench.Config
-		asJSON bool
-		listen string
-		lf     logFlags
-		suite  bool
-		out    string
-		short  bool
+		cfg             bench.Config
+		asJSON          bool
+		listen, persist string
+		lf              logFlags
+		suite           bool
+		out             string
+		short           bool
 	)
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
 	fs.StringVar(&cfg.Mode, "mode", "pingpong", "pingpong | fanout | idle | rejoin | reference")
@@ -38,6 +41,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Rejoins, "rejoins", 20, "rejoin: measured rejoins")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8090", "reference: listen address")
+	fs.StringVar(&persist, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
 	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here")
 	fs.StringVar(&out, "out", "", "suite: write the table into this Markdown file (between its bench-suite markers)")
 	fs.BoolVar(&short, "short", false, "suite: short durations and sizes (a smoke run)")
@@ -53,7 +57,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		return bench.NewReference(log).Serve(ctx, listen)
+		rf := bench.NewReference(log)
+		if persist != "" {
+			ns, err := embednats.Run(embednats.Options{StoreDir: persist, Name: "gamerelay-bench-reference"})
+			if err != nil {
+				return fmt.Errorf("embedded NATS: %w", err)
+			}
+			defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+			nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns))
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			if rf.Persist, err = bench.NewJetStreamPersist(ctx, nc); err != nil {
+				return err
+			}
+		}
+		return rf.Serve(ctx, listen)
 	}
 	r, err := bench.Run(ctx, cfg)
 	if err != nil {

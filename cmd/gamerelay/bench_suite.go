@@ -27,7 +27,7 @@ const (
 type suiteRun struct {
 	name   string
 	cfg    bench.Config
-	server string // "gamerelay" or "reference"
+	server string // "gamerelay", "reference" or "reference+js"
 }
 
 // runSuite starts `gamerelay dev` and the reference relay as separate
@@ -45,7 +45,7 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 	defer os.RemoveAll(dir)
 	const (
 		devListen, devAdmin, devNATS = "127.0.0.1:18080", "127.0.0.1:19090", "127.0.0.1:14222"
-		refListen                    = "127.0.0.1:18090"
+		refListen, refJSListen       = "127.0.0.1:18090", "127.0.0.1:18091"
 		secret                       = "bench-suite-secret-0123456789"
 	)
 	start := func(args ...string) (*exec.Cmd, error) {
@@ -67,6 +67,14 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 		return err
 	}
 	defer stopProcess(ref)
+	refJS, err := start("bench", "--mode", "reference", "--listen", refJSListen, "--persist", filepath.Join(dir, "reference-js"), "--log-level", "error")
+	if err != nil {
+		return err
+	}
+	defer stopProcess(refJS)
+	if err := waitHTTP(ctx, "http://"+refJSListen+"/"); err != nil {
+		return fmt.Errorf("persisting reference relay: %w", err)
+	}
 	if err := waitHTTP(ctx, "http://"+devAdmin+"/readyz"); err != nil {
 		return fmt.Errorf("gamerelay dev: %w", err)
 	}
@@ -79,16 +87,18 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 	if short {
 		d, idle, others = 3*time.Second, 500, 20_000
 	}
-	urls := map[string]string{"gamerelay": "ws://" + devListen + "/ws", "reference": "ws://" + refListen + "/ws"}
-	pids := map[string]int{"gamerelay": dev.Process.Pid, "reference": ref.Process.Pid}
+	urls := map[string]string{"gamerelay": "ws://" + devListen + "/ws", "reference": "ws://" + refListen + "/ws", "reference+js": "ws://" + refJSListen + "/ws"}
+	pids := map[string]int{"gamerelay": dev.Process.Pid, "reference": ref.Process.Pid, "reference+js": refJS.Process.Pid}
 	var runs []suiteRun
-	for _, srv := range []string{"reference", "gamerelay"} {
+	for _, srv := range []string{"reference", "reference+js", "gamerelay"} {
 		runs = append(runs,
 			suiteRun{"pingpong 10×1", bench.Config{Mode: "pingpong", Games: 10, Players: 1, Duration: d}, srv},
 			suiteRun{"fanout 10×4 (1 sender at 50/s + 3 spectators)", bench.Config{Mode: "fanout", Games: 10, Players: 1, Spectators: 3, Rate: 50, Duration: d}, srv},
 			suiteRun{"fanout 100×8 (1 sender at 10/s + 7 spectators)", bench.Config{Mode: "fanout", Games: 100, Players: 1, Spectators: 7, Rate: 10, Duration: d}, srv},
-			suiteRun{fmt.Sprintf("idle %d connections", idle), bench.Config{Mode: "idle", Conns: idle, Games: idle / 10, Duration: 5 * time.Second}, srv},
 		)
+		if srv != "reference+js" { // the persisting relay holds connections like the bare one
+			runs = append(runs, suiteRun{fmt.Sprintf("idle %d connections", idle), bench.Config{Mode: "idle", Conns: idle, Games: idle / 10, Duration: 5 * time.Second}, srv})
+		}
 	}
 	runs = append(runs,
 		suiteRun{"rejoin 1,000 messages, 10k others", bench.Config{Mode: "rejoin", History: 1000, Others: 10_000, Rejoins: 20}, "gamerelay"},
@@ -153,7 +163,9 @@ func suiteTable(runs []suiteRun, results []*bench.Report) string {
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	b.WriteString("Client, `gamerelay dev --archive=false` (gateway, sequencer and embedded NATS JetStream with R1 file\n")
 	b.WriteString("storage in one process, every message persisted; the archiver is a separate deployment in production) and the\n")
-	b.WriteString("reference relay (`gamerelay bench --mode reference`: in memory, no persistence) share the machine.\n")
+	b.WriteString("reference relay (`gamerelay bench --mode reference`: in memory, no persistence) share the machine; so does\n")
+	b.WriteString("reference+js, the same relay storing each message with one synchronous JetStream publish (embedded, in-process,\n")
+	b.WriteString("R1 file storage) before relaying it (`--persist DIR`): the floor of what persisting every message costs.\n")
 	b.WriteString("Every run verified dense msg_id order on every client and identical sequences per game.\n\n")
 	b.WriteString("| run | server | msgs/s sent | deliveries/s | p50 / p99 send→delivery | server CPU µs/delivery | RSS/conn | replay p50 / p99 |\n")
 	b.WriteString("|---|---|---:|---:|---|---:|---:|---|\n")
@@ -180,22 +192,24 @@ func suiteTable(runs []suiteRun, results []*bench.Report) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.server, sends, dels, lat, cpu, rss, replay)
 	}
-	b.WriteString("\nRatios (gamerelay / reference, same run):\n\n")
+	b.WriteString("\nRatios (gamerelay / reference, same run; in brackets reference+js / reference, and gamerelay / reference+js):\n\n")
 	for _, r := range runs {
 		if r.server != "gamerelay" {
 			continue
 		}
-		g, ref := byName[r.name+"/gamerelay"], byName[r.name+"/reference"]
+		g, ref, js := byName[r.name+"/gamerelay"], byName[r.name+"/reference"], byName[r.name+"/reference+js"]
 		if ref == nil {
 			continue
 		}
 		switch {
-		case r.cfg.Mode == "pingpong" && ref.DeliveriesSec > 0:
-			fmt.Fprintf(&b, "- %s: throughput %.0f %% of the reference (target ≥ 80 %%); CPU per delivery %.2f×\n",
-				r.name, 100*g.DeliveriesSec/ref.DeliveriesSec, g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery)
-		case r.cfg.Mode == "fanout" && ref.ServerCPUPerDelivery > 0:
-			fmt.Fprintf(&b, "- %s: CPU per delivery %.2f× (target ≤ 1.3×); p99 latency %s vs %s\n",
-				r.name, g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.All.P99.Round(time.Microsecond), ref.All.P99.Round(time.Microsecond))
+		case r.cfg.Mode == "pingpong" && ref.DeliveriesSec > 0 && js != nil:
+			fmt.Fprintf(&b, "- %s: throughput %.0f %% of the reference (target ≥ 80 %%) [%.0f %%, %.0f %%]; CPU per delivery %.2f× [%.2f×, %.2f×]\n",
+				r.name, 100*g.DeliveriesSec/ref.DeliveriesSec, 100*js.DeliveriesSec/ref.DeliveriesSec, 100*g.DeliveriesSec/js.DeliveriesSec,
+				g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, js.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery/js.ServerCPUPerDelivery)
+		case r.cfg.Mode == "fanout" && ref.ServerCPUPerDelivery > 0 && js != nil:
+			fmt.Fprintf(&b, "- %s: CPU per delivery %.2f× (target ≤ 1.3×) [%.2f×, %.2f×]; p99 latency %s vs %s [%s]\n",
+				r.name, g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, js.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery/js.ServerCPUPerDelivery,
+				g.All.P99.Round(time.Microsecond), ref.All.P99.Round(time.Microsecond), js.All.P99.Round(time.Microsecond))
 		case r.cfg.Mode == "idle" && ref.ServerRSSPerConn > 0:
 			fmt.Fprintf(&b, "- %s: %.1f KiB per connection vs %.1f KiB (target ≤ 10 KiB)\n",
 				r.name, g.ServerRSSPerConn/1024, ref.ServerRSSPerConn/1024)

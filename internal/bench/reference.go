@@ -25,12 +25,21 @@ import (
 type Reference struct {
 	log *slog.Logger
 
+	// Persist, if set, stores each numbered frame before anyone gets it,
+	// called in the room's order (under the room's lock); an error drops
+	// the message and is logged. With a synchronous JetStream publish
+	// (NewJetStreamPersist) the relay becomes the floor of what persisting
+	// every message costs: one stored write and its ack per message, with
+	// none of gamerelay's checks, headers or cross-instance delivery.
+	Persist func(room string, frame []byte) error
+
 	mu    sync.Mutex
 	rooms map[string]*refRoom
 	next  uint64
 }
 
 type refRoom struct {
+	name    string
 	mu      sync.Mutex
 	seq     uint64
 	members map[*refConn]struct{}
@@ -130,6 +139,14 @@ func (rf *Reference) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		frame = append(frame, `,"ts":`...)
 		frame = strconv.AppendInt(frame, time.Now().UnixMilli(), 10)
 		frame = append(frame, '}')
+		if rf.Persist != nil {
+			if err := rf.Persist(room.name, frame); err != nil {
+				room.seq--
+				room.mu.Unlock()
+				rf.log.Warn("reference: persist", "room", room.name, "err", err)
+				continue
+			}
+		}
 		for m := range room.members {
 			select {
 			case m.out <- frame:
@@ -145,7 +162,7 @@ func (rf *Reference) room(name string) *refRoom {
 	defer rf.mu.Unlock()
 	r := rf.rooms[name]
 	if r == nil {
-		r = &refRoom{members: make(map[*refConn]struct{})}
+		r = &refRoom{name: name, members: make(map[*refConn]struct{})}
 		rf.rooms[name] = r
 	}
 	return r
