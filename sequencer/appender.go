@@ -481,19 +481,25 @@ func (a *Appender) publish(ctx context.Context, g *gameState, batch []*pending) 
 	msgs := make([]*nats.Msg, len(batch))
 	for i, p := range batch {
 		id := first + uint64(i)
-		h := make(nats.Header, 6)
-		h[wire.HdrMsgID] = []string{strconv.FormatUint(id, 10)}
-		h[wire.HdrTS] = []string{strconv.FormatInt(ts, 10)}
-		h["Nats-Msg-Id"] = []string{p.idem}
+		// One array holds every header value: one allocation, not five.
+		vals := make([]string, 5)
+		set := func(h nats.Header, k, v string) {
+			vals[len(h)] = v
+			h[k] = vals[len(h) : len(h)+1 : len(h)+1]
+		}
+		h := make(nats.Header, 8)
+		set(h, wire.HdrMsgID, strconv.FormatUint(id, 10))
+		set(h, wire.HdrTS, strconv.FormatInt(ts, 10))
+		set(h, "Nats-Msg-Id", p.idem)
 		if id > 1 {
 			if anchor := wire.PageStart(id - 1); anchor >= first {
-				h[wire.HdrAnchor] = []string{"-" + strconv.FormatUint(id-anchor, 10)}
+				set(h, wire.HdrAnchor, "-"+strconv.FormatUint(id-anchor, 10))
 			} else if g.pageSeq != 0 {
-				h[wire.HdrAnchor] = []string{strconv.FormatUint(g.pageSeq, 10)}
+				set(h, wire.HdrAnchor, strconv.FormatUint(g.pageSeq, 10))
 			}
 		}
 		if i == 0 {
-			h["Nats-Expected-Last-Subject-Sequence"] = []string{strconv.FormatUint(g.lastSeq, 10)}
+			set(h, "Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(g.lastSeq, 10))
 		}
 		msgs[i] = &nats.Msg{Subject: g.subject, Header: h, Data: stamp(make([]byte, 0, len(p.body)+40), p.body, id, ts)}
 	}
