@@ -64,7 +64,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return fmt.Errorf("embedded NATS: %w", err)
 			}
 			defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-			nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns))
+			nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.FlusherTimeout(0))
 			if err != nil {
 				return err
 			}

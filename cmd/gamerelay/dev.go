@@ -89,12 +89,14 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	log.Info("embedded NATS JetStream listening", "url", ns.ClientURL(), "data", filepath.Join(data, "nats"))
 
 	var feeds *sequencer.Feeds
-	// In-process connection: no sockets between the parts of dev.
+	// In-process connection: no sockets between the parts of dev. With no
+	// network in between, writes need no deadline (nats.go sets one per
+	// flush by default, which on an in-process pipe costs a timer each).
 	nc, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev", log, func() {
 		if feeds != nil {
 			feeds.Recheck()
 		}
-	}, nats.InProcessServer(ns))
+	}, nats.InProcessServer(ns), nats.FlusherTimeout(0))
 	if err != nil {
 		return err
 	}
