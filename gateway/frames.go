@@ -27,10 +27,14 @@ var errIdle = fmt.Errorf("gateway: idle: %w", os.ErrDeadlineExceeded)
 
 // frameReader reads client frames from r: it checks masking and framing,
 // unmasks, joins fragmented messages, and returns control frames as they
-// come (also in the middle of a fragmented message). Reads go through a
-// small buffer taken from a pool while the connection is active, so a small
+// come (also in the middle of a fragmented message). Once buffered is set
+// (the gateway sets it when a player sends a game message), reads go through a small
+// buffer taken from a pool while the connection is active, so a small
 // frame, or several, costs one read; release gives the buffer back once it
 // is empty (before a connection parks), so an idle connection holds none.
+// Before that, a frame costs two reads and no buffer: a crowd of clients
+// that join and then only listen never takes one (see docs/benchmarks.md,
+// idle connections).
 type frameReader struct {
 	r   io.Reader
 	max int // largest message payload
@@ -44,6 +48,7 @@ type frameReader struct {
 	op   ws.OpCode // op of the message being assembled; 0 if none
 	data []byte    // fragments so far
 
+	buffered   bool               // read through buf
 	buf        *[readBufSize]byte // nil until the first read after release
 	bpos, bend int                // unread bytes are buf[bpos:bend]
 }
@@ -57,7 +62,7 @@ var readBufPool = sync.Pool{New: func() any { return new([readBufSize]byte) }}
 // it is empty; reads as large as the buffer go to r directly.
 func (fr *frameReader) read(p []byte) (int, error) {
 	if fr.bpos == fr.bend {
-		if len(p) >= readBufSize {
+		if !fr.buffered || len(p) >= readBufSize {
 			return fr.r.Read(p)
 		}
 		if fr.buf == nil {
@@ -75,8 +80,8 @@ func (fr *frameReader) read(p []byte) (int, error) {
 	return n, nil
 }
 
-// buffered reports whether bytes read from the socket wait in the buffer.
-func (fr *frameReader) buffered() bool { return fr.bpos < fr.bend }
+// pending reports whether bytes read from the socket wait in the buffer.
+func (fr *frameReader) pending() bool { return fr.bpos < fr.bend }
 
 // release returns the read buffer to the pool if it holds nothing unread.
 func (fr *frameReader) release() {

@@ -137,7 +137,7 @@ func TestFrameReaderBuffering(t *testing.T) {
 		"halves":   iotest.HalfReader,
 	} {
 		t.Run(name, func(t *testing.T) {
-			fr := frameReader{r: wrap(bytes.NewReader(b.Bytes())), max: 1 << 20}
+			fr := frameReader{r: wrap(bytes.NewReader(b.Bytes())), max: 1 << 20, buffered: true}
 			for i, w := range want {
 				op, p, err := fr.next()
 				if err != nil || op != ws.OpText || string(p) != w {
@@ -147,7 +147,7 @@ func TestFrameReaderBuffering(t *testing.T) {
 			if _, _, err := fr.next(); !errors.Is(err, io.EOF) {
 				t.Fatalf("end: %v", err)
 			}
-			if fr.buffered() {
+			if fr.pending() {
 				t.Fatal("bytes left in the buffer at the end")
 			}
 			fr.release()

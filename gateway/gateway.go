@@ -385,7 +385,7 @@ func (g *Gateway) armReadDeadline(c *conn) {
 // park hands an idle joined connection to the poller; true means the
 // reader goroutine must return without touching c again.
 func (g *Gateway) park(c *conn) bool {
-	if c.noPark || c.fr.buffered() {
+	if c.noPark || c.fr.pending() {
 		return false
 	}
 	// The poller wakes the connection only for bytes still in the socket:
@@ -505,6 +505,9 @@ func (g *Gateway) gameMessage(c *conn, body []byte) {
 		return
 	}
 	c.seq++
+	// A player that sends reads through a buffer from now on (see
+	// frameReader); listeners never take one.
+	c.fr.buffered = true
 	idem := c.id + ":" + strconv.FormatUint(c.seq, 36)
 	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
 	defer cancel()
