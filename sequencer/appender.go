@@ -102,7 +102,7 @@ func NewAppender(ctx context.Context, nc *nats.Conn, cfg Config) (*Appender, err
 	a := &Appender{
 		cfg:         cfg,
 		names:       cfg.names(),
-		st:          &store{nc: nc, names: cfg.names(), timeout: cfg.RequestTimeout},
+		st:          newStore(nc, cfg.names(), cfg.RequestTimeout),
 		heads:       heads,
 		log:         cfg.Logger,
 		m:           cfg.Metrics,
@@ -664,5 +664,6 @@ func (a *Appender) Close(ctx context.Context) error {
 	a.mu.Unlock()
 	a.cancel()
 	a.wg.Wait()
+	a.st.replies.close()
 	return ctx.Err()
 }

@@ -34,7 +34,7 @@ type Reader struct {
 // NewReader returns a Reader over the partition streams of cfg.
 func NewReader(nc *nats.Conn, cfg Config) *Reader {
 	cfg = cfg.withDefaults()
-	return &Reader{st: &store{nc: nc, names: cfg.names(), timeout: cfg.RequestTimeout}, parts: cfg.Partitions}
+	return &Reader{st: newStore(nc, cfg.names(), cfg.RequestTimeout), parts: cfg.Partitions}
 }
 
 // Head returns the game's last stored message; ok is false if it has none.

@@ -74,6 +74,14 @@ type store struct {
 	nc      *nats.Conn
 	names   wire.Names
 	timeout time.Duration // per request
+
+	replies replies // for publishes; its nc is set by newStore
+}
+
+func newStore(nc *nats.Conn, names wire.Names, timeout time.Duration) *store {
+	s := &store{nc: nc, names: names, timeout: timeout}
+	s.replies.nc = nc
+	return s
 }
 
 func (s *store) request(ctx context.Context, m *nats.Msg) (*nats.Msg, error) {
@@ -120,7 +128,8 @@ func decodeAck(resp *nats.Msg) (*pubAck, error) {
 // timeout or ctx's deadline, whichever comes first. Unlike request it does
 // not watch ctx while it waits (a publish is answered in microseconds, or
 // times out): a timer from nats.go's pool costs far less per message than a
-// context and timer of its own, which profiles showed on every append.
+// context and timer of its own, which profiles showed on every append. The
+// ack comes back through s.replies.
 func (s *store) publish(ctx context.Context, m *nats.Msg) (*pubAck, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -131,7 +140,7 @@ func (s *store) publish(ctx context.Context, m *nats.Msg) (*pubAck, error) {
 			return nil, context.DeadlineExceeded
 		}
 	}
-	resp, err := s.nc.RequestMsg(m, d)
+	resp, err := s.replies.request(m, d)
 	if err != nil {
 		return nil, err
 	}
