@@ -706,6 +706,20 @@ func TestStamp(t *testing.T) {
 			if !json.Valid([]byte(got)) {
 				t.Fatalf("invalid JSON %s", got)
 			}
+			if ts, ok := wire.StampedTS([]byte(got)); !ok || ts != 9 {
+				t.Fatalf("StampedTS = %d, %v; want 9", ts, ok)
+			}
 		})
+	}
+	// A stored message carries its append time in the body alone; readers
+	// take it from there (or from Gr-Ts on messages stored with it).
+	h := nats.Header{wire.HdrMsgID: {"7"}}
+	body := stamp(nil, []byte(`{"type":"a","ts_like":"x"}`), 7, 1764460800123)
+	if st, err := parseStored(h, body, "42"); err != nil || st.TS != 1764460800123 || st.ID != 7 || st.Seq != 42 {
+		t.Fatalf("parseStored: %+v %v", st, err)
+	}
+	h.Set(wire.HdrTS, "1600000000000")
+	if st, _ := parseStored(h, body, "42"); st.TS != 1600000000000 {
+		t.Fatalf("parseStored with Gr-Ts: TS %d", st.TS)
 	}
 }

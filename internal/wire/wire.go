@@ -111,7 +111,10 @@ const (
 	// or "-d" meaning own sequence minus d. Absent on msg_id 1 and on the
 	// first message after the game's stored history was lost to retention.
 	HdrAnchor = "Gr-Anchor"
-	// HdrTS carries the append time in Unix milliseconds.
+	// HdrTS carried the append time in Unix milliseconds on messages
+	// stored before 2026-11-30. The time is the stamped body's last field
+	// (StampedTS); sequencers no longer write the header, which saved a
+	// ninth header on every republished message. Readers still honour it.
 	HdrTS = "Gr-Ts"
 	// HdrGame names the game in an append request.
 	HdrGame = "Gr-Game"
@@ -133,3 +136,25 @@ var Reserved = [...]string{"msg_id", "client_id", "ts", "user", "source"}
 // Reserved message types: a client may not send these.
 // game_created and game_ended are system messages of the backend API.
 var ReservedTypes = [...]string{"join", "joined", "create", "created", "error", "presence", "game_created", "game_ended"}
+
+// StampedTS returns the append time of a stored message from its body,
+// which the sequencer stamps to end in `"ts":<Unix ms>}`; ok is false if
+// data does not end that way.
+func StampedTS(data []byte) (ts int64, ok bool) {
+	end := len(data) - 1
+	if end < 0 || data[end] != '}' {
+		return 0, false
+	}
+	i := end
+	for i > 0 && data[i-1] >= '0' && data[i-1] <= '9' {
+		i--
+	}
+	const key = `"ts":`
+	if i == end || end-i > 18 || i < len(key) || string(data[i-len(key):i]) != key {
+		return 0, false
+	}
+	for _, c := range data[i:end] {
+		ts = ts*10 + int64(c-'0')
+	}
+	return ts, true
+}

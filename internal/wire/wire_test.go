@@ -55,3 +55,19 @@ func TestPageStart(t *testing.T) {
 		}
 	}
 }
+
+func TestStampedTS(t *testing.T) {
+	for in, want := range map[string]int64{
+		`{"type":"a","msg_id":7,"ts":1764460800123}`: 1764460800123,
+		`{"msg_id":1,"ts":0}`:                        0,
+	} {
+		if ts, ok := StampedTS([]byte(in)); !ok || ts != want {
+			t.Fatalf("StampedTS(%s) = %d, %v; want %d", in, ts, ok, want)
+		}
+	}
+	for _, in := range []string{``, `}`, `{"ts":}`, `{"ts":12`, `{"x":12}`, `{"ts":"12"}`, `12}`, `{"ts":1234567890123456789}`} {
+		if ts, ok := StampedTS([]byte(in)); ok {
+			t.Fatalf("StampedTS(%q) = %d, accepted", in, ts)
+		}
+	}
+}
