@@ -235,12 +235,11 @@ func (a *Appender) enqueue(game string, body []byte, idem string, done func(Resu
 		}
 		g.byIdem[idem] = p
 	}
-	a.wg.Add(1)
 	if !g.busy && inline {
 		g.busy = true
-		return g, p, nil // the caller publishes p; a.wg counts it
+		a.wg.Add(1) // the caller publishes p (flushInline), counted like a flush
+		return g, p, nil
 	}
-	a.wg.Done()
 	g.queue = append(g.queue, p)
 	if !g.busy {
 		g.busy = true
