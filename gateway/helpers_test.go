@@ -48,12 +48,16 @@ func (l *logBuf) String() string {
 
 // system is NATS JetStream, a sequencer service and n gateways, each with
 // its own NATS connection, feeds and HTTP server, as separate pods would be.
+// The first gateway appends through sequencer.LocalFirst on the service (as
+// `gamerelay dev` and gateways with an embedded sequencer do), the others
+// through sequencer.Client.
 type system struct {
 	t       *testing.T
 	natsURL string
 	seqCfg  sequencer.Config
 	gws     []*testGateway
 	logs    *logBuf
+	svc     *sequencer.Service
 	stopSeq func()
 }
 
@@ -99,6 +103,7 @@ func (s *system) startSequencer() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx, 5*time.Second); close(done) }()
+	s.svc = svc
 	s.stopSeq = func() { cancel(); <-done }
 	deadline := time.Now().Add(10 * time.Second)
 	for len(svc.Owned()) < s.seqCfg.Partitions {
@@ -123,7 +128,11 @@ func (s *system) addGateway(cfg Config, log *slog.Logger) *testGateway {
 	}
 	m := NewMetrics(nil)
 	cfg.Metrics = m
-	g, err := New(sequencer.NewClient(nc, s.seqCfg), feeds, nil, cfg)
+	var app Appender = sequencer.NewClient(nc, s.seqCfg)
+	if len(s.gws) == 0 {
+		app = sequencer.NewLocalFirst(s.svc, sequencer.NewClient(nc, s.seqCfg))
+	}
+	g, err := New(app, feeds, nil, cfg)
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -132,6 +132,27 @@ func NewAppender(ctx context.Context, nc *nats.Conn, cfg Config) (*Appender, err
 // Appender, so ctx still bounds the wait), which saves a goroutine hand-off
 // per message for a game whose messages arrive one at a time.
 func (a *Appender) Append(ctx context.Context, game string, body []byte, idem string) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	deadline, _ := ctx.Deadline()
+	return a.appendUntil(ctx, deadline, nil, game, body, idem)
+}
+
+// AppendWithin is Append bounded by d rather than by a deadline in ctx
+// (which still cancels the wait): an append published inline, the common
+// case, then needs no timer of its own.
+func (a *Appender) AppendWithin(ctx context.Context, d time.Duration, game string, body []byte, idem string) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	deadline := time.Now().Add(d)
+	return a.appendUntil(ctx, deadline, &deadline, game, body, idem)
+}
+
+// appendUntil appends, publishing inline when the game is idle, and waits
+// for the outcome until ctx ends or, if timer is set, until *timer.
+func (a *Appender) appendUntil(ctx context.Context, deadline time.Time, timer *time.Time, game string, body []byte, idem string) (Result, error) {
 	type outcome struct {
 		r   Result
 		err error
@@ -143,24 +164,32 @@ func (a *Appender) Append(ctx context.Context, game string, body []byte, idem st
 		return Result{}, err
 	}
 	if p != nil {
-		if r, err, ok := a.flushInline(ctx, g, p); ok {
+		if r, err, ok := a.flushInline(deadline, g, p); ok {
 			return r, err
 		}
+	}
+	var expired <-chan time.Time
+	if timer != nil {
+		t := time.NewTimer(time.Until(*timer))
+		defer t.Stop()
+		expired = t.C
 	}
 	select {
 	case o := <-ch:
 		return o.r, o.err
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
+	case <-expired:
+		return Result{}, context.DeadlineExceeded
 	}
 }
 
 // flushInline makes the first attempt to append p, the only message of the
 // idle game g, on the caller's goroutine. ok is false when the outcome is
 // not known yet: a flush goroutine then retries and reports to p's calls.
-func (a *Appender) flushInline(ctx context.Context, g *gameState, p *pending) (r Result, err error, ok bool) {
+func (a *Appender) flushInline(deadline time.Time, g *gameState, p *pending) (r Result, err error, ok bool) {
 	batch := []*pending{p}
-	res, errs, ok := a.appendBatch(ctx, g, batch, 0, true)
+	res, errs, ok := a.appendBatch(deadline, g, batch, 0, true)
 	if !ok {
 		go a.flushFrom(g, batch)
 		return Result{}, nil, false
@@ -264,7 +293,7 @@ func (a *Appender) flush(g *gameState) { a.flushFrom(g, nil) }
 func (a *Appender) flushFrom(g *gameState, batch []*pending) {
 	defer a.wg.Done()
 	if batch != nil {
-		res, errs, _ := a.appendBatch(a.ctx, g, batch, 1, false)
+		res, errs, _ := a.appendBatch(time.Time{}, g, batch, 1, false)
 		a.settle(g, batch, res, errs, 0)
 	}
 	for {
@@ -286,7 +315,7 @@ func (a *Appender) flushFrom(g *gameState, batch []*pending) {
 		g.queue = g.queue[n:]
 		a.mu.Unlock()
 
-		res, errs, _ := a.appendBatch(a.ctx, g, batch, 0, false)
+		res, errs, _ := a.appendBatch(time.Time{}, g, batch, 0, false)
 		a.settle(g, batch, res, errs, 0)
 	}
 }
@@ -331,8 +360,9 @@ func (a *Appender) settle(g *gameState, batch []*pending, res []Result, errs []e
 // refused for good, or the Appender closes. Attempts are numbered from
 // first (a batch whose first attempt failed elsewhere starts at 1, after a
 // back-off). With once set it makes one attempt and reports ok false if that
-// did not settle the batch.
-func (a *Appender) appendBatch(ctx context.Context, g *gameState, batch []*pending, first int, once bool) (res []Result, errs []error, ok bool) {
+// did not settle the batch. A publish waits at most until deadline (if not
+// zero) or the request timeout.
+func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pending, first int, once bool) (res []Result, errs []error, ok bool) {
 	res = make([]Result, len(batch))
 	errs = make([]error, len(batch))
 	for attempt := first; ; attempt++ {
@@ -346,17 +376,17 @@ func (a *Appender) appendBatch(ctx context.Context, g *gameState, batch []*pendi
 			return res, errs, true
 		}
 		if !g.known {
-			if err := a.refresh(ctx, g, attempt > 1); err != nil {
+			if err := a.refresh(a.ctx, g, attempt > 1); err != nil {
 				a.retried("head")
 				a.log.Debug("sequencer: read head", "game", g.name, "err", err)
 				continue
 			}
 		}
-		ack, ts, err := a.publish(ctx, g, batch)
+		ack, ts, err := a.publish(deadline, g, batch)
 		if err == nil {
 			if ack.Duplicate {
 				// Only a single publish is answered this way.
-				r, err := a.duplicate(ctx, g, ack.Seq)
+				r, err := a.duplicate(a.ctx, g, ack.Seq)
 				if err != nil {
 					a.retried("duplicate_lookup")
 					continue
@@ -380,7 +410,7 @@ func (a *Appender) appendBatch(ctx context.Context, g *gameState, batch []*pendi
 			// or by another sequencer: settle each message on its own.
 			a.retried("batch_duplicate")
 			for i := range batch {
-				r, e, _ := a.appendBatch(a.ctx, g, batch[i:i+1], 0, false)
+				r, e, _ := a.appendBatch(time.Time{}, g, batch[i:i+1], 0, false)
 				res[i], errs[i] = r[0], e[0]
 			}
 			return res, errs, true
@@ -394,7 +424,7 @@ func (a *Appender) appendBatch(ctx context.Context, g *gameState, batch []*pendi
 			// Refused for good, e.g. larger than the stream allows.
 			if len(batch) > 1 {
 				for i := range batch {
-					r, e, _ := a.appendBatch(a.ctx, g, batch[i:i+1], 0, false)
+					r, e, _ := a.appendBatch(time.Time{}, g, batch[i:i+1], 0, false)
 					res[i], errs[i] = r[0], e[0]
 				}
 				return res, errs, true
@@ -474,7 +504,7 @@ func (a *Appender) refresh(ctx context.Context, g *gameState, fromLeader bool) e
 
 // publish stamps and sends batch: one checked publish, or an atomic batch
 // whose first message carries the check.
-func (a *Appender) publish(ctx context.Context, g *gameState, batch []*pending) (*pubAck, int64, error) {
+func (a *Appender) publish(deadline time.Time, g *gameState, batch []*pending) (*pubAck, int64, error) {
 	ts := time.Now().UnixMilli()
 	first := g.lastID + 1
 	msgs := make([]*nats.Msg, len(batch))
@@ -508,14 +538,14 @@ func (a *Appender) publish(ctx context.Context, g *gameState, batch []*pending) 
 		err error
 	)
 	if len(msgs) == 1 {
-		ack, err = a.st.publish(ctx, msgs[0])
+		ack, err = a.st.publish(deadline, msgs[0])
 	} else {
 		select {
 		case a.batchSem[g.p] <- struct{}{}:
 		case <-a.ctx.Done():
 			return nil, ts, ErrClosed
 		}
-		ack, err = a.st.publishBatch(ctx, nuid.Next(), msgs)
+		ack, err = a.st.publishBatch(deadline, nuid.Next(), msgs)
 		<-a.batchSem[g.p]
 		if err == nil && ack.Count != uint64(len(msgs)) {
 			err = errors.New("sequencer: batch ack count mismatch")

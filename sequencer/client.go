@@ -91,6 +91,21 @@ func NewLocalFirst(svc *Service, client *Client) *LocalFirst {
 	return &LocalFirst{svc: svc, client: client}
 }
 
+// AppendWithin is Append bounded by d: without a timer when the local
+// Appender publishes inline (see Appender.AppendWithin).
+func (l *LocalFirst) AppendWithin(ctx context.Context, d time.Duration, game string, body []byte, idem string) (Result, error) {
+	deadline := time.Now().Add(d)
+	if app := l.svc.Appender(); app != nil && l.svc.Owns(wire.Partition(game, l.client.parts)) {
+		r, err := app.AppendWithin(ctx, d, game, body, idem)
+		if !errors.Is(err, ErrClosed) {
+			return r, err
+		}
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	return l.client.Append(ctx, game, body, idem)
+}
+
 // Append appends like Client.Append.
 func (l *LocalFirst) Append(ctx context.Context, game string, body []byte, idem string) (Result, error) {
 	if app := l.svc.Appender(); app != nil && l.svc.Owns(wire.Partition(game, l.client.parts)) {

@@ -723,3 +723,62 @@ func TestStamp(t *testing.T) {
 		t.Fatalf("parseStored with Gr-Ts: TS %d", st.TS)
 	}
 }
+
+// AppendWithin bounds the wait by a duration instead of a deadline in the
+// context: stored inline when the log answers, DeadlineExceeded when it
+// does not, and the context still cancels. LocalFirst takes the same path
+// locally and falls back to the client with the same bound.
+func TestAppendWithin(t *testing.T) {
+	e := newEnv(t, testConfig())
+	ctx := context.Background()
+	a := e.appender()
+	for i := uint64(1); i <= 2; i++ {
+		r, err := a.AppendWithin(ctx, 5*time.Second, "within", body(fmt.Sprint(i)), "")
+		if err != nil || r.MsgID != i {
+			t.Fatalf("append %d: %+v %v", i, r, err)
+		}
+	}
+
+	// Local and remote through LocalFirst.
+	svc, err := NewService(e.conn(), e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(svcCtx, 5*time.Second) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 10*time.Second, "service owns partitions", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
+	idle, err := NewService(e.conn(), e.cfg) // never run: owns nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, lf := range []*LocalFirst{NewLocalFirst(svc, NewClient(e.conn(), e.cfg)), NewLocalFirst(idle, NewClient(e.conn(), e.cfg))} {
+		r, err := lf.AppendWithin(ctx, 5*time.Second, "within", body("lf"), "")
+		if err != nil || r.MsgID != uint64(3+i) {
+			t.Fatalf("LocalFirst %d: %+v %v", i, r, err)
+		}
+	}
+
+	// The log gone: the append keeps retrying in the background, the
+	// caller is told at its bound.
+	gone := "gone-" + fmt.Sprint(time.Now().UnixNano())
+	if err := e.js.DeleteStream(ctx, e.cfg.names().Stream(wire.Partition(gone, e.cfg.Partitions))); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := a.AppendWithin(ctx, 300*time.Millisecond, gone, body("x"), ""); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("unavailable log: %v, want deadline exceeded", err)
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Fatalf("waited %v for a 300ms bound", waited)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := a.AppendWithin(cctx, time.Minute, gone, body("y"), ""); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled context: %v", err)
+	}
+	closeCtx, cancelClose := context.WithTimeout(ctx, time.Second)
+	defer cancelClose()
+	_ = a.Close(closeCtx) // abandons the retries
+}
