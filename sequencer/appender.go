@@ -128,9 +128,11 @@ func NewAppender(ctx context.Context, nc *nats.Conn, cfg Config) (*Appender, err
 // the same key to learn its msg_id.
 //
 // When nothing of the game is queued or in flight, Append publishes on the
-// caller's goroutine (one attempt; retries continue on a goroutine of the
-// Appender, so ctx still bounds the wait), which saves a goroutine hand-off
-// per message for a game whose messages arrive one at a time.
+// caller's goroutine, which saves a goroutine hand-off per message for a
+// game whose messages arrive one at a time. That one attempt waits at most
+// the request timeout or until ctx's deadline (a cancelled ctx is noticed
+// after it); retries continue on a goroutine of the Appender while the
+// caller waits for ctx as usual.
 func (a *Appender) Append(ctx context.Context, game string, body []byte, idem string) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
