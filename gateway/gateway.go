@@ -443,7 +443,7 @@ func (g *Gateway) readFailed(c *conn, err error) {
 // what it has (a close frame, normally), then drops the socket.
 func (g *Gateway) finish(c *conn) {
 	c.waitWriter(closeGrace)
-	_ = c.nc.Close()
+	lingerClose(c.nc)
 	if h := c.hub; h != nil {
 		h.mu.Lock()
 		delete(h.clients, c)
@@ -455,6 +455,37 @@ func (g *Gateway) finish(c *conn) {
 	delete(g.conns, c)
 	g.mu.Unlock()
 	g.m.connections(-1)
+}
+
+// lingerMax bounds what lingerClose reads and drops.
+const lingerMax = 1 << 20
+
+// lingerClose ends a connection without losing what was just written to
+// it. Closing a socket with unread bytes in it (a payload refused as too
+// large, frames sent after a protocol error) makes the kernel answer with
+// a reset, and a reset can make the client's kernel drop the error and
+// close frames before the client reads them, or fail the client's write
+// of the rest of its frame. So the gateway first sends FIN, then reads and
+// drops what the client still sends, up to lingerMax bytes and closeGrace,
+// and only then closes.
+func lingerClose(nc net.Conn) {
+	under := nc
+	if p, ok := nc.(*prefixConn); ok {
+		under = p.Conn
+	}
+	if cw, ok := under.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
+		buf := readBufPool.Get().(*[readBufSize]byte)
+		for n := 0; n < lingerMax; {
+			k, err := nc.Read(buf[:])
+			n += k
+			if err != nil {
+				break
+			}
+		}
+		readBufPool.Put(buf)
+	}
+	_ = nc.Close()
 }
 
 // handle acts on one text message; false ends the connection.

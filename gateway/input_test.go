@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +218,41 @@ func TestOverloadedWhenNoSequencer(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// A refused oversized message: the gateway answers before reading the
+// payload, and must neither reset the connection under the client still
+// sending it (its write would fail) nor lose the error and close frames.
+func TestOversizedMessageClosesWithoutReset(t *testing.T) {
+	s := newSystem(t, 1, Config{AllowAnonymous: true, MaxMessageBytes: 1024})
+	c := dial(t, s.gws[0].url)
+	c.send(`{"type":"join","game":"big"}`)
+	c.expect("joined")
+	payload := []byte(`{"type":"move","x":"` + strings.Repeat("x", 64<<10) + `"}`)
+	var frame bytes.Buffer
+	if err := ws.WriteFrame(&frame, ws.MaskFrame(ws.NewTextFrame(payload))); err != nil {
+		t.Fatal(err)
+	}
+	b := frame.Bytes()
+	hdr := 14 // 2 + 8 (64-bit length) + 4 (mask)
+	if _, err := (lockedRW{c}).Write(b[:hdr]); err != nil {
+		t.Fatal(err)
+	}
+	if m := nextNotPresence(c); m["type"] != "error" || m["code"] != wire.CodeTooLarge {
+		t.Fatalf("got %v, want error %s", m, wire.CodeTooLarge)
+	}
+	// The gateway has answered and is ending the connection; the client
+	// still sends the payload it had started, in pieces.
+	for rest := b[hdr:]; len(rest) > 0; {
+		n := min(len(rest), 8<<10)
+		if _, err := (lockedRW{c}).Write(rest[:n]); err != nil {
+			t.Fatalf("client write after the refusal: %v", err)
+		}
+		rest = rest[n:]
+		time.Sleep(5 * time.Millisecond)
+	}
+	if code := c.closed(5 * time.Second); code != wire.CloseTooBig {
+		t.Fatalf("closed with %d, want %d", code, wire.CloseTooBig)
 	}
 }
