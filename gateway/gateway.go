@@ -173,6 +173,7 @@ type Gateway struct {
 	// Static after construction.
 	cfg     Config
 	app     Appender
+	timed   timedAppender // app, if it takes a duration; nil otherwise
 	feeds   *sequencer.Feeds
 	history History // nil: no archive
 	log     *slog.Logger
@@ -212,6 +213,7 @@ func New(app Appender, feeds *sequencer.Feeds, history History, cfg Config) (*Ga
 		conns:   make(map[*conn]struct{}),
 		epoch:   time.Now(),
 	}
+	g.timed, _ = app.(timedAppender)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	return g, nil
 }
@@ -294,6 +296,14 @@ func (g *Gateway) originAllowed(origin string) bool {
 type prefixConn struct {
 	net.Conn
 	pre []byte
+}
+
+// socket returns the connection under nc's prefixConn, if it has one.
+func socket(nc net.Conn) net.Conn {
+	if p, ok := nc.(*prefixConn); ok {
+		return p.Conn
+	}
+	return nc
 }
 
 func (p *prefixConn) Read(b []byte) (int, error) {
@@ -469,11 +479,7 @@ const lingerMax = 1 << 20
 // drops what the client still sends, up to lingerMax bytes and closeGrace,
 // and only then closes.
 func lingerClose(nc net.Conn) {
-	under := nc
-	if p, ok := nc.(*prefixConn); ok {
-		under = p.Conn
-	}
-	if cw, ok := under.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+	if cw, ok := socket(nc).(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
 		buf := readBufPool.Get().(*[readBufSize]byte)
 		for n := 0; n < lingerMax; {
@@ -550,8 +556,8 @@ func (g *Gateway) gameMessage(c *conn, body []byte) {
 	idem := c.id + ":" + strconv.FormatUint(c.seq, 36)
 	start := time.Now()
 	var err error
-	if ta, ok := g.app.(timedAppender); ok {
-		_, err = ta.AppendWithin(g.ctx, g.cfg.AppendTimeout, c.hub.game, gameBody(body, c.id, c.user), idem)
+	if g.timed != nil {
+		_, err = g.timed.AppendWithin(g.ctx, g.cfg.AppendTimeout, c.hub.game, gameBody(body, c.id, c.user), idem)
 	} else {
 		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
 		_, err = g.app.Append(ctx, c.hub.game, gameBody(body, c.id, c.user), idem)

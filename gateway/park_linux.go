@@ -203,10 +203,7 @@ func (p *poller) stop() {
 // rawConn returns the socket under nc, or nil if it has none (TLS, tests'
 // fakes).
 func rawConn(nc net.Conn) syscall.RawConn {
-	if p, ok := nc.(*prefixConn); ok {
-		nc = p.Conn
-	}
-	sc, ok := nc.(syscall.Conn)
+	sc, ok := socket(nc).(syscall.Conn)
 	if !ok {
 		return nil
 	}

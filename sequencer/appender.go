@@ -138,7 +138,7 @@ func (a *Appender) Append(ctx context.Context, game string, body []byte, idem st
 		return Result{}, err
 	}
 	deadline, _ := ctx.Deadline()
-	return a.appendUntil(ctx, deadline, nil, game, body, idem)
+	return a.appendUntil(ctx, deadline, false, game, body, idem)
 }
 
 // AppendWithin is Append bounded by d rather than by a deadline in ctx
@@ -148,13 +148,13 @@ func (a *Appender) AppendWithin(ctx context.Context, d time.Duration, game strin
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-	deadline := time.Now().Add(d)
-	return a.appendUntil(ctx, deadline, &deadline, game, body, idem)
+	return a.appendUntil(ctx, time.Now().Add(d), true, game, body, idem)
 }
 
-// appendUntil appends, publishing inline when the game is idle, and waits
-// for the outcome until ctx ends or, if timer is set, until *timer.
-func (a *Appender) appendUntil(ctx context.Context, deadline time.Time, timer *time.Time, game string, body []byte, idem string) (Result, error) {
+// appendUntil appends, publishing inline when the game is idle (bounded by
+// deadline, if not zero), and waits for the outcome until ctx ends or, with
+// timer set, until deadline (which ctx does not carry).
+func (a *Appender) appendUntil(ctx context.Context, deadline time.Time, timer bool, game string, body []byte, idem string) (Result, error) {
 	type outcome struct {
 		r   Result
 		err error
@@ -171,8 +171,8 @@ func (a *Appender) appendUntil(ctx context.Context, deadline time.Time, timer *t
 		}
 	}
 	var expired <-chan time.Time
-	if timer != nil {
-		t := time.NewTimer(time.Until(*timer))
+	if timer {
+		t := time.NewTimer(time.Until(deadline))
 		defer t.Stop()
 		expired = t.C
 	}
@@ -378,7 +378,7 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 			return res, errs, true
 		}
 		if !g.known {
-			if err := a.refresh(a.ctx, g, attempt > 1); err != nil {
+			if err := a.refresh(g, attempt > 1); err != nil {
 				a.retried("head")
 				a.log.Debug("sequencer: read head", "game", g.name, "err", err)
 				continue
@@ -388,7 +388,7 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 		if err == nil {
 			if ack.Duplicate {
 				// Only a single publish is answered this way.
-				r, err := a.duplicate(a.ctx, g, ack.Seq)
+				r, err := a.duplicate(g, ack.Seq)
 				if err != nil {
 					a.retried("duplicate_lookup")
 					continue
@@ -467,22 +467,22 @@ func (a *Appender) sleep(n int) bool {
 
 // refresh reads the game's head from the stream; fromLeader avoids a replica
 // that may trail the leader.
-func (a *Appender) refresh(ctx context.Context, g *gameState, fromLeader bool) error {
+func (a *Appender) refresh(g *gameState, fromLeader bool) error {
 	var (
 		head Stored
 		err  error
 	)
 	if fromLeader {
-		head, err = a.st.lastFromLeader(ctx, g.p, g.name)
+		head, err = a.st.lastFromLeader(a.ctx, g.p, g.name)
 	} else {
-		head, err = a.st.last(ctx, g.p, g.name)
+		head, err = a.st.last(a.ctx, g.p, g.name)
 	}
 	switch {
 	case errors.Is(err, errNotFound):
 		// No stored message: a new game, or one whose every message
 		// retention removed. The checkpoint keeps numbering going.
 		var id uint64
-		e, kerr := a.heads.Get(ctx, g.name)
+		e, kerr := a.heads.Get(a.ctx, g.name)
 		switch {
 		case kerr == nil:
 			id, _ = strconv.ParseUint(string(e.Value()), 10, 64)
@@ -588,8 +588,8 @@ func (a *Appender) advance(g *gameState, batch []*pending, lastSeq uint64, ts in
 }
 
 // duplicate answers a publish JetStream recognised as already stored at seq.
-func (a *Appender) duplicate(ctx context.Context, g *gameState, seq uint64) (Result, error) {
-	st, err := a.st.bySeq(ctx, g.p, seq)
+func (a *Appender) duplicate(g *gameState, seq uint64) (Result, error) {
+	st, err := a.st.bySeq(a.ctx, g.p, seq)
 	if err != nil {
 		return Result{}, err
 	}

@@ -201,11 +201,7 @@ func parseStored(h nats.Header, data []byte, seqHdr string) (Stored, error) {
 		return Stored{}, fmt.Errorf("sequencer: stored message %d has no valid %s header", seq, wire.HdrMsgID)
 	}
 	st := Stored{Seq: seq, ID: id, Data: data}
-	if v := h.Get(wire.HdrTS); v != "" { // stored before the header was dropped
-		st.TS, _ = strconv.ParseInt(v, 10, 64)
-	} else {
-		st.TS, _ = wire.StampedTS(data)
-	}
+	st.TS = wire.StoredTS(h.Get(wire.HdrTS), data)
 	if a := h.Get(wire.HdrAnchor); a != "" {
 		if a[0] == '-' {
 			d, err := strconv.ParseUint(a[1:], 10, 64)

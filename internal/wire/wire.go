@@ -137,6 +137,18 @@ var Reserved = [...]string{"msg_id", "client_id", "ts", "user", "source"}
 // game_created and game_ended are system messages of the backend API.
 var ReservedTypes = [...]string{"join", "joined", "create", "created", "error", "presence", "game_created", "game_ended"}
 
+// StoredTS returns a stored message's append time: the Gr-Ts header value
+// hdr if it has one (messages stored before 2026-11-30), else the stamped
+// body's (StampedTS); 0 if neither is there.
+func StoredTS(hdr string, data []byte) int64 {
+	if hdr != "" {
+		ts, _ := strconv.ParseInt(hdr, 10, 64)
+		return ts
+	}
+	ts, _ := StampedTS(data)
+	return ts
+}
+
 // StampedTS returns the append time of a stored message from its body,
 // which the sequencer stamps to end in `"ts":<Unix ms>}`; ok is false if
 // data does not end that way.
