@@ -44,6 +44,8 @@ type Appender struct {
 	heads    jetstream.KeyValue
 	log      *slog.Logger
 	m        *Metrics
+	live     *nats.Conn // where live copies are published
+	feeds    *Feeds     // this process's feeds, if any (Service.LocalFeeds)
 	batchSem []chan struct{} // per partition: atomic batches in flight
 	idPrefix string
 	ctx      context.Context // cancelled by Close to abandon retries
@@ -106,6 +108,7 @@ func NewAppender(ctx context.Context, nc *nats.Conn, cfg Config) (*Appender, err
 		heads:       heads,
 		log:         cfg.Logger,
 		m:           cfg.Metrics,
+		live:        nc,
 		batchSem:    make([]chan struct{}, cfg.Partitions),
 		idPrefix:    nuid.Next() + "-",
 		games:       make(map[string]*gameState),
@@ -384,7 +387,7 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 				continue
 			}
 		}
-		ack, ts, err := a.publish(deadline, g, batch)
+		msgs, ack, ts, err := a.publish(deadline, g, batch)
 		if err == nil {
 			if ack.Duplicate {
 				// Only a single publish is answered this way.
@@ -396,7 +399,8 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 				res[0] = r
 				return res, errs, true
 			}
-			a.advance(g, batch, ack.Seq, ts, res)
+			prevSeq, stored := a.advance(g, batch, ack.Seq, ts, res)
+			a.announce(g, msgs, prevSeq, stored)
 			return res, errs, true
 		}
 		code := errCode(err)
@@ -506,7 +510,7 @@ func (a *Appender) refresh(g *gameState, fromLeader bool) error {
 
 // publish stamps and sends batch: one checked publish, or an atomic batch
 // whose first message carries the check.
-func (a *Appender) publish(deadline time.Time, g *gameState, batch []*pending) (*pubAck, int64, error) {
+func (a *Appender) publish(deadline time.Time, g *gameState, batch []*pending) ([]*nats.Msg, *pubAck, int64, error) {
 	ts := time.Now().UnixMilli()
 	first := g.lastID + 1
 	msgs := make([]*nats.Msg, len(batch))
@@ -545,7 +549,7 @@ func (a *Appender) publish(deadline time.Time, g *gameState, batch []*pending) (
 		select {
 		case a.batchSem[g.p] <- struct{}{}:
 		case <-a.ctx.Done():
-			return nil, ts, ErrClosed
+			return nil, nil, ts, ErrClosed
 		}
 		ack, err = a.st.publishBatch(deadline, nuid.Next(), msgs)
 		<-a.batchSem[g.p]
@@ -559,19 +563,31 @@ func (a *Appender) publish(deadline time.Time, g *gameState, batch []*pending) (
 			a.m.BatchSize.Observe(float64(len(msgs)))
 		}
 	}
-	return ack, ts, err
+	return msgs, ack, ts, err
 }
 
-// advance records a stored batch whose last message has sequence lastSeq.
-func (a *Appender) advance(g *gameState, batch []*pending, lastSeq uint64, ts int64, res []Result) {
+// advance records a stored batch whose last message has sequence lastSeq and
+// returns the batch as stored, the first message's predecessor in the game
+// at sequence prevSeq.
+func (a *Appender) advance(g *gameState, batch []*pending, lastSeq uint64, ts int64, res []Result) (prevSeq uint64, stored []Stored) {
 	k := uint64(len(batch))
 	first, firstSeq := g.lastID+1, lastSeq-(k-1)
+	prevSeq, pageSeq := g.lastSeq, g.pageSeq
+	stored = make([]Stored, len(batch))
 	crossed := false
 	for i := range batch {
-		id := first + uint64(i)
-		res[i] = Result{MsgID: id, Seq: firstSeq + uint64(i), TS: ts}
+		id, seq := first+uint64(i), firstSeq+uint64(i)
+		res[i] = Result{MsgID: id, Seq: seq, TS: ts}
+		stored[i] = Stored{Seq: seq, ID: id, TS: ts}
+		if id > 1 { // the anchor publish wrote, as an absolute sequence
+			if anchor := wire.PageStart(id - 1); anchor >= first {
+				stored[i].Anchor = firstSeq + (anchor - first)
+			} else {
+				stored[i].Anchor = pageSeq
+			}
+		}
 		if wire.PageStart(id) == id {
-			g.pageSeq = firstSeq + uint64(i)
+			g.pageSeq = seq
 			crossed = true
 		}
 	}
@@ -584,6 +600,40 @@ func (a *Appender) advance(g *gameState, batch []*pending, lastSeq uint64, ts in
 		a.mu.Lock()
 		a.checkpoints[g.name] = g.lastID
 		a.mu.Unlock()
+	}
+	return prevSeq, stored
+}
+
+// announce makes a stored batch live: it hands the messages to this
+// process's feeds (Service.LocalFeeds), which deliver them on this
+// goroutine, and publishes each on the game's live subject for the feeds
+// of other processes, with the headers a feed reads (the stream sequence,
+// the game's previous sequence, msg_id and anchor). msgs are the published
+// messages, reused for their copies. Live copies are at most once: a feed
+// that misses one fills the gap from the stream.
+func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stored []Stored) {
+	for i := range stored {
+		stored[i].Data = msgs[i].Data
+	}
+	if a.feeds != nil {
+		a.feeds.local(g.name, prevSeq, stored)
+	}
+	live := a.names.LiveSubject(g.p, g.name)
+	for i, m := range msgs {
+		h := m.Header
+		delete(h, "Nats-Msg-Id")
+		delete(h, "Nats-Expected-Last-Subject-Sequence")
+		if stored[i].Anchor != 0 {
+			h[wire.HdrAnchor] = []string{strconv.FormatUint(stored[i].Anchor, 10)}
+		}
+		h["Nats-Sequence"] = []string{strconv.FormatUint(stored[i].Seq, 10)}
+		h["Nats-Last-Sequence"] = []string{strconv.FormatUint(prevSeq, 10)}
+		prevSeq = stored[i].Seq
+		m.Subject, m.Reply = live, "" // a reply subject would draw "no responders"
+		if err := a.live.PublishMsg(m); err != nil {
+			// Feeds find the message by their head checks.
+			a.log.Debug("sequencer: publish live copy", "game", g.name, "err", err)
+		}
 	}
 }
 

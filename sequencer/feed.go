@@ -336,7 +336,52 @@ func (f *Feed) Replay(ctx context.Context, since, upto uint64, fn func(Stored) e
 	return nil
 }
 
-// onLive handles a republished message.
+// local delivers messages appended in this process to the game's feed, if
+// this process hosts it, on the caller's goroutine: stored, contiguous in
+// the game, the first one's predecessor at stream sequence prevSeq. What
+// it cannot deliver in order right away (the feed is busy filling, or a
+// message of another appender lies between) the feed fetches from the
+// stream at once. With the feeds' connection made with nats.NoEcho, these
+// messages' live copies never reach this process.
+func (fs *Feeds) local(game string, prevSeq uint64, ms []Stored) {
+	fs.mu.Lock()
+	f := fs.feeds[game]
+	fs.mu.Unlock()
+	if f == nil {
+		// A feed opened from now on reads a head that covers ms.
+		return
+	}
+	if !f.deliverMu.TryLock() {
+		// Starting, or filling from the stream: never wait on that here.
+		f.scheduleCheck(0)
+		return
+	}
+	defer f.deliverMu.Unlock()
+	if f.stopped || f.sub == nil {
+		return
+	}
+	f.mu.Lock()
+	lastSeq := f.lastSeq
+	f.mu.Unlock()
+	for _, m := range ms {
+		switch {
+		case m.Seq <= lastSeq:
+			if f.fs.m != nil {
+				f.fs.m.FeedDupsDropped.Inc()
+			}
+		case prevSeq == lastSeq:
+			f.deliver(m)
+			lastSeq = m.Seq
+		default:
+			f.scheduleCheck(0)
+			return
+		}
+		prevSeq = m.Seq
+	}
+	f.scheduleCheck(f.fs.cfg.CheckAfter)
+}
+
+// onLive handles a message's live copy.
 func (f *Feed) onLive(msg *nats.Msg) {
 	f.deliverMu.Lock()
 	defer f.deliverMu.Unlock()

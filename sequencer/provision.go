@@ -60,10 +60,6 @@ func streamConfig(cfg Config, p int) jetstream.StreamConfig {
 		AllowAtomicPublish: true,
 		DenyDelete:         true,
 		DenyPurge:          false,
-		RePublish: &jetstream.RePublish{
-			Source:      names.LogFilter(p),
-			Destination: names.LiveFilter(p)[:len(names.LiveFilter(p))-1] + "{{wildcard(1)}}",
-		},
 	}
 }
 

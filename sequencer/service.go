@@ -48,6 +48,8 @@ type Service struct {
 	cfg  Config
 	inst string
 
+	feeds *Feeds // set by LocalFeeds before Run
+
 	ready atomic.Bool
 	app   atomic.Pointer[Appender]
 	owns  atomic.Pointer[[]bool] // partitions owned, replaced on every change
@@ -74,6 +76,13 @@ func NewService(nc *nats.Conn, cfg Config) (*Service, error) {
 	}
 	return &Service{nc: nc, cfg: cfg, inst: inst, owned: make(map[int]*lease)}, nil
 }
+
+// LocalFeeds makes the Service hand every message it appends straight to
+// fs, the feeds of this process, and publish the live copies for other
+// processes on fs's connection. That connection should be made with
+// nats.NoEcho, so fs does not receive those copies a second time. Call it
+// before Run.
+func (s *Service) LocalFeeds(fs *Feeds) { s.feeds = fs }
 
 // Ready reports whether the Service is provisioned and taking appends.
 func (s *Service) Ready() bool { return s.ready.Load() }
@@ -110,6 +119,9 @@ func (s *Service) Run(ctx context.Context, drain time.Duration) error {
 	app, err := NewAppender(ctx, s.nc, s.cfg)
 	if err != nil {
 		return err
+	}
+	if s.feeds != nil {
+		app.live, app.feeds = s.feeds.nc, s.feeds
 	}
 	s.app.Store(app)
 	s.ready.Store(true)

@@ -88,19 +88,24 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	log.Info("embedded NATS JetStream listening", "url", ns.ClientURL(), "data", filepath.Join(data, "nats"))
 
-	var feeds *sequencer.Feeds
-	// In-process connection: no sockets between the parts of dev. With no
+	// In-process connections: no sockets between the parts of dev. With no
 	// network in between, writes need no deadline (nats.go sets one per
 	// flush by default, which on an in-process pipe costs a timer each).
-	nc, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev", log, func() {
-		if feeds != nil {
-			feeds.Recheck()
-		}
-	}, nats.InProcessServer(ns), nats.FlusherTimeout(0))
+	nc, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev", log, nil, nats.InProcessServer(ns), nats.FlusherTimeout(0))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	var feeds *sequencer.Feeds
+	live, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev-live", log, func() {
+		if feeds != nil {
+			feeds.Recheck()
+		}
+	}, nats.InProcessServer(ns), nats.FlusherTimeout(0), nats.NoEcho())
+	if err != nil {
+		return err
+	}
+	defer live.Close()
 	var extra []func(context.Context) error
 	if arch {
 		runArchive, mongoURI, err := devArchive(ctx, data, ml, ns.ClientURL(), seqCfg, reg, log)
@@ -110,5 +115,5 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		log.Info("archive: MongoDB wire protocol (embedded FerretDB)", "uri", mongoURI, "db", "gamerelay")
 		extra = append(extra, runArchive)
 	}
-	return serveGateway(ctx, nc, seqCfg, gcfg, gf, adm, reg, log, true, extra, &feeds)
+	return serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, true, extra, &feeds)
 }

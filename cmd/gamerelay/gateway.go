@@ -153,25 +153,34 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if _, err := gf.keys(); err != nil {
 		return err
 	}
-	var feeds *sequencer.Feeds
-	nc, err := connect(ctx, nf.url, nf.creds, "gamerelay-gateway", log, func() {
-		if feeds != nil {
-			feeds.Recheck()
-		}
-	})
+	nc, err := connect(ctx, nf.url, nf.creds, "gamerelay-gateway", log, nil)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	return serveGateway(ctx, nc, seqCfg, gcfg, gf, adm, reg, log, gf.embedSequencer, nil, &feeds)
+	var feeds *sequencer.Feeds
+	live, err := connect(ctx, nf.url, nf.creds, "gamerelay-gateway-live", log, func() {
+		if feeds != nil {
+			feeds.Recheck()
+		}
+	}, nats.NoEcho())
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	return serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, gf.embedSequencer, nil, &feeds)
 }
 
 // serveGateway runs the gateway's public and admin listeners (and, if
 // embed, a sequencer service) until ctx ends, then drains. extra runs
-// alongside and is cancelled after the drain.
-func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, gcfg gateway.Config, gf gatewayFlags,
+// alongside and is cancelled after the drain. The game feeds use live, a
+// connection made with nats.NoEcho whose reconnections must call
+// (*feedsOut).Recheck: an embedded sequencer hands its messages to the
+// feeds in process and publishes their live copies on live, so the feeds
+// do not receive them twice.
+func serveGateway(ctx context.Context, nc, live *nats.Conn, seqCfg sequencer.Config, gcfg gateway.Config, gf gatewayFlags,
 	adm string, reg *prometheus.Registry, log *slog.Logger, embed bool, extra []func(context.Context) error, feedsOut **sequencer.Feeds) error {
-	feeds, err := sequencer.NewFeeds(nc, seqCfg, sequencer.FeedConfig{})
+	feeds, err := sequencer.NewFeeds(live, seqCfg, sequencer.FeedConfig{})
 	if err != nil {
 		return err
 	}
@@ -185,6 +194,7 @@ func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, g
 		if svc, err = sequencer.NewService(nc, seqCfg); err != nil {
 			return usageError{err}
 		}
+		svc.LocalFeeds(feeds)
 		// Partitions this process owns are appended without a NATS hop.
 		app = sequencer.NewLocalFirst(svc, sequencer.NewClient(nc, seqCfg))
 	}
@@ -245,7 +255,7 @@ func serveGateway(ctx context.Context, nc *nats.Conn, seqCfg sequencer.Config, g
 		if err := gw.Ready(); err != nil {
 			return err
 		}
-		if !nc.IsConnected() {
+		if !nc.IsConnected() || !live.IsConnected() {
 			return errors.New("NATS not connected")
 		}
 		if svc != nil && !svc.Ready() {
