@@ -18,6 +18,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -48,9 +49,10 @@ func (l *logBuf) String() string {
 
 // system is NATS JetStream, a sequencer service and n gateways, each with
 // its own NATS connection, feeds and HTTP server, as separate pods would be.
-// The first gateway appends through sequencer.LocalFirst on the service (as
-// `gamerelay dev` and gateways with an embedded sequencer do), the others
-// through sequencer.Client.
+// The first gateway appends through sequencer.LocalFirst on the service,
+// whose messages reach its feeds in process (Service.LocalFeeds, on a NoEcho
+// connection), as `gamerelay dev` and gateways with an embedded sequencer
+// do; the others append through sequencer.Client and get live copies.
 type system struct {
 	t       *testing.T
 	natsURL string
@@ -59,6 +61,8 @@ type system struct {
 	logs    *logBuf
 	svc     *sequencer.Service
 	stopSeq func()
+	// The first gateway's feeds, handed to the service before it starts.
+	localFeeds *sequencer.Feeds
 }
 
 type testGateway struct {
@@ -82,6 +86,9 @@ func newSystem(t *testing.T, n int, cfg Config) *system {
 	if err := sequencer.Provision(context.Background(), js, s.seqCfg); err != nil {
 		t.Fatal(err)
 	}
+	if n > 0 {
+		s.localFeeds = s.newFeeds(embednats.Connect(t, s.natsURL, nats.NoEcho()))
+	}
 	s.startSequencer()
 	for i := 0; i < n; i++ {
 		s.addGateway(cfg, log)
@@ -100,6 +107,9 @@ func (s *system) startSequencer() {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	if s.localFeeds != nil {
+		svc.LocalFeeds(s.localFeeds)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx, 5*time.Second); close(done) }()
@@ -114,11 +124,19 @@ func (s *system) startSequencer() {
 	}
 }
 
-func (s *system) addGateway(cfg Config, log *slog.Logger) *testGateway {
-	nc := embednats.Connect(s.t, s.natsURL)
+func (s *system) newFeeds(nc *nats.Conn) *sequencer.Feeds {
 	feeds, err := sequencer.NewFeeds(nc, s.seqCfg, sequencer.FeedConfig{CheckAfter: 100 * time.Millisecond})
 	if err != nil {
 		s.t.Fatal(err)
+	}
+	return feeds
+}
+
+func (s *system) addGateway(cfg Config, log *slog.Logger) *testGateway {
+	nc := embednats.Connect(s.t, s.natsURL)
+	feeds := s.localFeeds
+	if len(s.gws) > 0 || feeds == nil {
+		feeds = s.newFeeds(nc)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = log

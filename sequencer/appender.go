@@ -44,8 +44,8 @@ type Appender struct {
 	heads    jetstream.KeyValue
 	log      *slog.Logger
 	m        *Metrics
-	live     *nats.Conn // where live copies are published
-	feeds    *Feeds     // this process's feeds, if any (Service.LocalFeeds)
+	live     *nats.Conn      // where live copies are published
+	feeds    *Feeds          // this process's feeds, if any (Service.LocalFeeds)
 	batchSem []chan struct{} // per partition: atomic batches in flight
 	idPrefix string
 	ctx      context.Context // cancelled by Close to abandon retries
