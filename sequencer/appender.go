@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -391,12 +392,15 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 		if err == nil {
 			if ack.Duplicate {
 				// Only a single publish is answered this way.
-				r, err := a.duplicate(g, ack.Seq)
+				st, err := a.duplicate(g, ack.Seq)
 				if err != nil {
 					a.retried("duplicate_lookup")
 					continue
 				}
-				res[0] = r
+				res[0] = Result{MsgID: st.ID, Seq: st.Seq, TS: st.TS, Duplicate: true}
+				// If the first attempt's ack was lost, so was its live copy.
+				dup := &nats.Msg{Header: nats.Header{wire.HdrMsgID: {strconv.FormatUint(st.ID, 10)}}, Data: st.Data}
+				a.announce(g, []*nats.Msg{dup}, unknownSeq, []Stored{st})
 				return res, errs, true
 			}
 			prevSeq, stored := a.advance(g, batch, ack.Seq, ts, res)
@@ -604,13 +608,18 @@ func (a *Appender) advance(g *gameState, batch []*pending, lastSeq uint64, ts in
 	return prevSeq, stored
 }
 
+// unknownSeq stands for a predecessor's stream sequence that is not known:
+// a feed reads what precedes the message from the stream.
+const unknownSeq = math.MaxUint64
+
 // announce makes a stored batch live: it hands the messages to this
 // process's feeds (Service.LocalFeeds), which deliver them on this
 // goroutine, and publishes each on the game's live subject for the feeds
 // of other processes, with the headers a feed reads (the stream sequence,
-// the game's previous sequence, msg_id and anchor). msgs are the published
-// messages, reused for their copies. Live copies are at most once: a feed
-// that misses one fills the gap from the stream.
+// the game's previous sequence unless unknownSeq, msg_id and anchor). msgs
+// carry the stored data and the msg_id header and are reused for the
+// copies. Live copies are at most once: a feed that misses one fills the
+// gap from the stream.
 func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stored []Stored) {
 	for i := range stored {
 		stored[i].Data = msgs[i].Data
@@ -627,7 +636,9 @@ func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stor
 			h[wire.HdrAnchor] = []string{strconv.FormatUint(stored[i].Anchor, 10)}
 		}
 		h["Nats-Sequence"] = []string{strconv.FormatUint(stored[i].Seq, 10)}
-		h["Nats-Last-Sequence"] = []string{strconv.FormatUint(prevSeq, 10)}
+		if prevSeq != unknownSeq {
+			h["Nats-Last-Sequence"] = []string{strconv.FormatUint(prevSeq, 10)}
+		}
 		prevSeq = stored[i].Seq
 		m.Subject, m.Reply = live, "" // a reply subject would draw "no responders"
 		if err := a.live.PublishMsg(m); err != nil {
@@ -637,16 +648,14 @@ func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stor
 	}
 }
 
-// duplicate answers a publish JetStream recognised as already stored at seq.
-func (a *Appender) duplicate(g *gameState, seq uint64) (Result, error) {
+// duplicate reads the message JetStream recognised a publish as a
+// duplicate of, stored at seq.
+func (a *Appender) duplicate(g *gameState, seq uint64) (Stored, error) {
 	st, err := a.st.bySeq(a.ctx, g.p, seq)
-	if err != nil {
-		return Result{}, err
-	}
-	if a.m != nil {
+	if err == nil && a.m != nil {
 		a.m.Duplicates.Inc()
 	}
-	return Result{MsgID: st.ID, Seq: st.Seq, TS: st.TS, Duplicate: true}, nil
+	return st, err
 }
 
 // janitor drops the state of idle games, recording their heads.

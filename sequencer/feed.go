@@ -78,8 +78,8 @@ func NewFeeds(nc *nats.Conn, cfg Config, fc FeedConfig) (*Feeds, error) {
 		feeds:  make(map[string]*Feed),
 	}
 	fs.ctx, fs.cancel = context.WithCancel(context.Background())
-	// A new stream leader may have dropped republished messages around the
-	// change: re-read the heads of that partition's feeds.
+	// Around a stream leader change appends time out and are retried, and
+	// live copies may be lost: re-read the heads of that partition's feeds.
 	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.*", func(m *nats.Msg) {
 		stream := m.Subject[len("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."):]
 		for p := 0; p < fs.parts; p++ {
@@ -402,8 +402,8 @@ func (f *Feed) onLive(msg *nats.Msg) {
 		}
 		return
 	}
-	prev, _ := strconv.ParseUint(msg.Header.Get("Nats-Last-Sequence"), 10, 64)
-	if prev == lastSeq {
+	prev, err := strconv.ParseUint(msg.Header.Get("Nats-Last-Sequence"), 10, 64)
+	if err == nil && prev == lastSeq {
 		f.deliver(m)
 	} else {
 		f.fillLocked(m.Seq)

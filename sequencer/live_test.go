@@ -116,11 +116,27 @@ func TestLocalFeedsAndLiveCopies(t *testing.T) {
 	f.deliverMu.Unlock()
 	waitAll(13, "13 after the busy feed")
 
+	// A retry of a message whose first attempt was stored with its live
+	// copy lost (the ack lost too, as around a leader change): JetStream
+	// answers "duplicate", and the retry's live copy, which cannot name
+	// the message's predecessor, makes the feeds read it from the stream.
+	lost := e.appender()
+	dead := e.conn()
+	dead.Close()
+	lost.live = dead
+	if r, err := lost.Append(ctx, game, body("14"), "key-14"); err != nil || r.MsgID != 14 {
+		t.Fatalf("append 14: %+v %v", r, err)
+	}
+	if r, err := lf.Append(ctx, game, body("14"), "key-14"); err != nil || r.MsgID != 14 || !r.Duplicate {
+		t.Fatalf("retry of 14: %+v %v", r, err)
+	}
+	waitAll(14, "14 from its retry")
+
 	// Many at once: atomic batches, across anchor pages.
 	const total = 300
 	var wg sync.WaitGroup
 	errs := make(chan error, total)
-	for i := 14; i <= total; i++ {
+	for i := 15; i <= total; i++ {
 		wg.Add(1)
 		if err := svc.Appender().AppendAsync(game, body(fmt.Sprint(i)), "", func(_ Result, err error) {
 			if err != nil {

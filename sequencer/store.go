@@ -190,7 +190,7 @@ func decodeDirect(resp *nats.Msg) (Stored, error) {
 	return parseStored(resp.Header, resp.Data, resp.Header.Get("Nats-Sequence"))
 }
 
-// parseStored reads our headers off a stored, republished or fetched message.
+// parseStored reads our headers off a stored message, fetched or live.
 func parseStored(h nats.Header, data []byte, seqHdr string) (Stored, error) {
 	seq, err := strconv.ParseUint(seqHdr, 10, 64)
 	if err != nil {

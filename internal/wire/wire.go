@@ -80,8 +80,8 @@ func (n Names) LogSubject(p int, game string) string {
 // LogFilter matches every game of partition p: "<ns>.log.<p>.*".
 func (n Names) LogFilter(p int) string { return n.ns() + ".log." + strconv.Itoa(p) + ".*" }
 
-// LiveSubject is where the stream republishes a stored message for live
-// delivery: "<ns>.live.<p>.<game>".
+// LiveSubject is where the sequencer publishes the live copy of a stored
+// message for the gateways' feeds: "<ns>.live.<p>.<game>".
 func (n Names) LiveSubject(p int, game string) string {
 	return n.ns() + ".live." + strconv.Itoa(p) + "." + game
 }
@@ -114,7 +114,7 @@ const (
 	// HdrTS carried the append time in Unix milliseconds on messages
 	// stored before 2026-11-30. The time is the stamped body's last field
 	// (StampedTS); sequencers no longer write the header, which saved a
-	// ninth header on every republished message. Readers still honour it.
+	// header on every stored message. Readers still honour it.
 	HdrTS = "Gr-Ts"
 	// HdrGame names the game in an append request.
 	HdrGame = "Gr-Game"
