@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -399,8 +398,11 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 				}
 				res[0] = Result{MsgID: st.ID, Seq: st.Seq, TS: st.TS, Duplicate: true}
 				// If the first attempt's ack was lost, so was its live copy.
+				// Its predecessor is not known here: naming the message
+				// itself matches no feed's position, so feeds read from the
+				// stream what they lack.
 				dup := &nats.Msg{Header: nats.Header{wire.HdrMsgID: {strconv.FormatUint(st.ID, 10)}}, Data: st.Data}
-				a.announce(g, []*nats.Msg{dup}, unknownSeq, []Stored{st})
+				a.announce(g, []*nats.Msg{dup}, st.Seq, []Stored{st})
 				return res, errs, true
 			}
 			prevSeq, stored := a.advance(g, batch, ack.Seq, ts, res)
@@ -608,15 +610,11 @@ func (a *Appender) advance(g *gameState, batch []*pending, lastSeq uint64, ts in
 	return prevSeq, stored
 }
 
-// unknownSeq stands for a predecessor's stream sequence that is not known:
-// a feed reads what precedes the message from the stream.
-const unknownSeq = math.MaxUint64
-
 // announce makes a stored batch live: it hands the messages to this
 // process's feeds (Service.LocalFeeds), which deliver them on this
 // goroutine, and publishes each on the game's live subject for the feeds
 // of other processes, with the headers a feed reads (the stream sequence,
-// the game's previous sequence unless unknownSeq, msg_id and anchor). msgs
+// the game's previous sequence, msg_id and anchor). msgs
 // carry the stored data and the msg_id header and are reused for the
 // copies. Live copies are at most once: a feed that misses one fills the
 // gap from the stream.
@@ -636,9 +634,7 @@ func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stor
 			h[wire.HdrAnchor] = []string{strconv.FormatUint(stored[i].Anchor, 10)}
 		}
 		h["Nats-Sequence"] = []string{strconv.FormatUint(stored[i].Seq, 10)}
-		if prevSeq != unknownSeq {
-			h["Nats-Last-Sequence"] = []string{strconv.FormatUint(prevSeq, 10)}
-		}
+		h["Nats-Last-Sequence"] = []string{strconv.FormatUint(prevSeq, 10)}
 		prevSeq = stored[i].Seq
 		m.Subject, m.Reply = live, "" // a reply subject would draw "no responders"
 		if err := a.live.PublishMsg(m); err != nil {
