@@ -18,7 +18,8 @@ import (
 // TestClusterLeaderFailover appends steadily to R3 streams on a 3-node
 // cluster while the stream leader steps down and then dies. Every
 // acknowledged append must be stored once, numbers dense, and feeds must
-// deliver every game gap-free and without duplicates.
+// deliver every game gap-free and without duplicates, whether they get
+// messages by live copies or in process.
 func TestClusterLeaderFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster failover test is slow; run without -short")
@@ -51,21 +52,29 @@ func TestClusterLeaderFailover(t *testing.T) {
 	}
 
 	// Feeds on every node, re-checking heads after reconnects as the
-	// gateway does.
+	// gateway does. The first gets the first appender's messages in
+	// process, as a gateway with an embedded sequencer does.
 	const games = 4
 	recs := make([][games]recorder, 2)
 	for i := range recs {
 		var fs *Feeds
-		fnc := embednats.Connect(t, c.URLs(), nats.ReconnectHandler(func(*nats.Conn) {
+		opts := []nats.Option{nats.ReconnectHandler(func(*nats.Conn) {
 			if fs != nil {
 				fs.Recheck()
 			}
-		}))
+		})}
+		if i == 0 {
+			opts = append(opts, nats.NoEcho())
+		}
+		fnc := embednats.Connect(t, c.URLs(), opts...)
 		fs, err = NewFeeds(fnc, cfg, FeedConfig{CheckAfter: 100 * time.Millisecond, SweepInterval: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer fs.Close()
+		if i == 0 {
+			apps[0].live, apps[0].feeds = fnc, fs
+		}
 		for g := 0; g < games; g++ {
 			f, err := fs.Open(ctx, fmt.Sprintf("fo%d", g))
 			if err != nil {
