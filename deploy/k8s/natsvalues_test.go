@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"sigs.k8s.io/yaml"
 
-	"github.com/gamerelay/gamerelay/sequencer"
 	"github.com/gamerelay/gamerelay/internal/wire"
+	"github.com/gamerelay/gamerelay/sequencer"
 )
 
 // natsValuesServer runs a NATS server with the accounts and users of
