@@ -51,16 +51,7 @@ func TestLocalFeedsAndLiveCopies(t *testing.T) {
 	t.Cleanup(local.Close)
 	remote := e.feeds(liveOnly) // another process's feeds
 
-	svc, err := NewService(e.conn(), e.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.LocalFeeds(local)
-	svcCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(svcCtx, 5*time.Second) }()
-	defer func() { stop(); <-done }()
-	waitFor(t, 10*time.Second, "service owns partitions", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
+	svc := e.service(local)
 	lf := NewLocalFirst(svc, NewClient(e.conn(), e.cfg))
 
 	const game = "local"

@@ -63,6 +63,25 @@ func (e *env) appender() *Appender {
 	return a
 }
 
+// service runs a Service (handing its messages to local, if not nil) until
+// the test ends and waits until it owns every partition.
+func (e *env) service(local *Feeds) *Service {
+	e.t.Helper()
+	svc, err := NewService(e.conn(), e.cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if local != nil {
+		svc.LocalFeeds(local)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx, 5*time.Second) }()
+	e.t.Cleanup(func() { stop(); <-done })
+	waitFor(e.t, 10*time.Second, "service owns partitions", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
+	return svc
+}
+
 func (e *env) feeds(fc FeedConfig) *Feeds {
 	e.t.Helper()
 	fs, err := NewFeeds(e.conn(), e.cfg, fc)
@@ -184,15 +203,7 @@ func TestConcurrentAppendersOneGame(t *testing.T) {
 
 	// Two sequencer instances plus a service reached through the client:
 	// three independent numberers racing on one game.
-	svcCtx, stop := context.WithCancel(context.Background())
-	svc, err := NewService(e.conn(), e.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(svcCtx, 5*time.Second) }()
-	defer func() { stop(); <-done }()
-	waitFor(t, 10*time.Second, "service owns partitions", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
+	e.service(nil)
 	client := NewClient(e.conn(), e.cfg)
 
 	apps := []*Appender{e.appender(), e.appender()}
@@ -392,17 +403,9 @@ func TestBadInputRejectedBeforePublish(t *testing.T) {
 
 func TestServiceRejectsBadRequests(t *testing.T) {
 	e := newEnv(t, testConfig())
-	svc, err := NewService(e.conn(), e.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, time.Second) }()
-	defer func() { stop(); <-done }()
-	waitFor(t, 10*time.Second, "ownership", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
+	e.service(nil)
 	client := NewClient(e.conn(), e.cfg)
-	_, err = client.Append(context.Background(), "g1", []byte(`{"type":"x","msg_id":1}`), "")
+	_, err := client.Append(context.Background(), "g1", []byte(`{"type":"x","msg_id":1}`), "")
 	var se *Error
 	if !errors.As(err, &se) || se.Code != wire.CodeReservedField {
 		t.Fatalf("got %v, want reserved_field", err)
@@ -740,15 +743,7 @@ func TestAppendWithin(t *testing.T) {
 	}
 
 	// Local and remote through LocalFirst.
-	svc, err := NewService(e.conn(), e.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svcCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(svcCtx, 5*time.Second) }()
-	defer func() { stop(); <-done }()
-	waitFor(t, 10*time.Second, "service owns partitions", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
+	svc := e.service(nil)
 	idle, err := NewService(e.conn(), e.cfg) // never run: owns nothing
 	if err != nil {
 		t.Fatal(err)
