@@ -89,6 +89,15 @@ type conn struct {
 	writing bool          // a writer goroutine runs
 	closing bool          // a close item is queued or the socket is gone
 	wdone   chan struct{} // made by waitWriter; closed when the writer exits
+	direct  *directWrite  // writeNow's state, made by its first call
+}
+
+// directWrite is what writeNow hands its socket callback, kept per
+// connection so that the callback, made once, allocates nothing per frame.
+type directWrite struct {
+	p  []byte // what to write
+	n  int    // how much of p the socket took
+	fn func(fd uintptr) bool
 }
 
 // enqueue adds it to the send queue. A queue over its byte limit means the

@@ -223,19 +223,29 @@ func (c *conn) writeNow(p []byte) int {
 	if c.raw == nil {
 		return 0
 	}
-	n := 0
-	_ = c.raw.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			k, err := unix.Write(int(fd), p[n:])
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || k <= 0 {
-				break
-			}
-			n += k
-		}
-		return true // never wait for the socket: the writer does that
-	})
+	d := c.direct
+	if d == nil {
+		d = &directWrite{}
+		d.fn = d.write
+		c.direct = d
+	}
+	d.p, d.n = p, 0
+	_ = c.raw.Write(d.fn)
+	n := d.n
+	d.p = nil // hold no frame
 	return n
+}
+
+func (d *directWrite) write(fd uintptr) bool {
+	for d.n < len(d.p) {
+		k, err := unix.Write(int(fd), d.p[d.n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || k <= 0 {
+			break
+		}
+		d.n += k
+	}
+	return true // never wait for the socket: the writer does that
 }
