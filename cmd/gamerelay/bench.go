@@ -20,7 +20,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		asJSON          bool
 		listen, persist string
 		lf              logFlags
-		suite           bool
+		suite, group    bool
 		out             string
 		short           bool
 	)
@@ -42,6 +42,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8090", "reference: listen address")
 	fs.StringVar(&persist, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
+	fs.BoolVar(&group, "persist-group", false, "reference with --persist: store the messages waiting at once, of any game, as one JetStream message (group commit) instead of one publish each")
 	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here")
 	fs.StringVar(&out, "out", "", "suite: write the table into this Markdown file (between its bench-suite markers)")
 	fs.BoolVar(&short, "short", false, "suite: short durations and sizes (a smoke run)")
@@ -69,7 +70,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return err
 			}
 			defer nc.Close()
-			if rf.Persist, err = bench.NewJetStreamPersist(ctx, nc); err != nil {
+			newPersist := bench.NewJetStreamPersist
+			if group {
+				newPersist = bench.NewJetStreamGroupPersist
+			}
+			if rf.Persist, err = newPersist(ctx, nc); err != nil {
 				return err
 			}
 		}

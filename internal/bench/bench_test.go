@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gamerelay/gamerelay/gateway"
@@ -126,44 +127,66 @@ func TestModesAgainstGatewayAndReference(t *testing.T) {
 // The persisting reference stores every message it relays, in order, and
 // relays none it could not store.
 func TestReferencePersists(t *testing.T) {
-	ns := embednats.Server(t)
-	nc := embednats.Connect(t, ns.ClientURL())
-	persist, err := NewJetStreamPersist(context.Background(), nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rf := NewReference(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	var fail atomic.Bool
-	rf.Persist = func(room string, frame []byte) error {
-		if fail.Load() {
-			return errors.New("store down")
-		}
-		return persist(room, frame)
-	}
-	url := serveReference(t, rf)
-	r, err := Run(context.Background(), Config{URL: url, Mode: "pingpong", Games: 2, Players: 2, Duration: 300 * time.Millisecond})
-	if err != nil || !r.OK() || r.Sends == 0 {
-		t.Fatalf("pingpong: %v %+v", err, r)
-	}
-	js, _ := jetstream.New(nc)
-	st, err := js.Stream(context.Background(), persistStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Each message reached both players of its game; one still on its way
-	// to the relay when the run ended may be missing from the store.
-	if relayed := r.Deliveries / 2; info.State.Msgs < relayed || info.State.Msgs > r.Sends {
-		t.Fatalf("stored %d messages; relayed %d of %d sent", info.State.Msgs, relayed, r.Sends)
-	}
-	// With the store refusing, nothing is relayed: pingpong stalls.
-	fail.Store(true)
-	r, err = Run(context.Background(), Config{URL: url, Mode: "pingpong", Games: 1, Players: 1, Duration: 200 * time.Millisecond})
-	if err == nil && r.Deliveries != 0 {
-		t.Fatalf("relayed %d messages the store refused", r.Deliveries)
+	for _, mode := range []struct {
+		name string
+		new  func(context.Context, *nats.Conn) (func(string, []byte) error, error)
+	}{{"one publish each", NewJetStreamPersist}, {"group commit", NewJetStreamGroupPersist}} {
+		t.Run(mode.name, func(t *testing.T) {
+			ns := embednats.Server(t)
+			nc := embednats.Connect(t, ns.ClientURL())
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			persist, err := mode.new(ctx, nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rf := NewReference(slog.New(slog.NewTextHandler(io.Discard, nil)))
+			var (
+				fail          atomic.Bool
+				stored, size atomic.Int64
+			)
+			rf.Persist = func(room string, frame []byte) error {
+				if fail.Load() {
+					return errors.New("store down")
+				}
+				err := persist(room, frame)
+				if err == nil {
+					stored.Add(1)
+					size.Add(int64(len(frame)))
+				}
+				return err
+			}
+			url := serveReference(t, rf)
+			r, err := Run(context.Background(), Config{URL: url, Mode: "pingpong", Games: 3, Players: 2, Duration: 300 * time.Millisecond})
+			if err != nil || !r.OK() || r.Sends == 0 {
+				t.Fatalf("pingpong: %v %+v", err, r)
+			}
+			js, _ := jetstream.New(nc)
+			st, err := js.Stream(context.Background(), persistStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := st.Info(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Each message reached both players of its game; one still on
+			// its way to the relay when the run ended may be unstored.
+			if relayed := r.Deliveries / 2; uint64(stored.Load()) < relayed || uint64(stored.Load()) > r.Sends {
+				t.Fatalf("stored %d frames; relayed %d of %d sent", stored.Load(), relayed, r.Sends)
+			}
+			// The stream holds every stored frame: one message each, or
+			// several to a message.
+			if info.State.Msgs == 0 || info.State.Msgs > uint64(stored.Load()) || info.State.Bytes < uint64(size.Load()) {
+				t.Fatalf("stream holds %d messages, %d bytes, for %d frames of %d bytes", info.State.Msgs, info.State.Bytes, stored.Load(), size.Load())
+			}
+			// With the store refusing, nothing is relayed: pingpong stalls.
+			fail.Store(true)
+			r, err = Run(context.Background(), Config{URL: url, Mode: "pingpong", Games: 1, Players: 1, Duration: 200 * time.Millisecond})
+			if err == nil && r.Deliveries != 0 {
+				t.Fatalf("relayed %d messages the store refused", r.Deliveries)
+			}
+		})
 	}
 }
 
