@@ -142,7 +142,7 @@ func TestReferencePersists(t *testing.T) {
 			}
 			rf := NewReference(slog.New(slog.NewTextHandler(io.Discard, nil)))
 			var (
-				fail          atomic.Bool
+				fail         atomic.Bool
 				stored, size atomic.Int64
 			)
 			rf.Persist = func(room string, frame []byte) error {
