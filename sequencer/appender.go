@@ -66,6 +66,7 @@ type gameState struct {
 	name    string
 	p       int
 	subject string
+	live    string // the game's live subject
 
 	// Guarded by Appender.mu.
 	queue    []*pending
@@ -244,7 +245,7 @@ func (a *Appender) enqueue(game string, body []byte, idem string, done func(Resu
 	g := a.games[game]
 	if g == nil {
 		p := wire.Partition(game, a.cfg.Partitions)
-		g = &gameState{name: game, p: p, subject: a.names.LogSubject(p, game)}
+		g = &gameState{name: game, p: p, subject: a.names.LogSubject(p, game), live: a.names.LiveSubject(p, game)}
 		a.games[game] = g
 		if a.m != nil {
 			a.m.GamesActive.Inc()
@@ -625,18 +626,20 @@ func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stor
 	if a.feeds != nil {
 		a.feeds.local(g.name, prevSeq, stored)
 	}
-	live := a.names.LiveSubject(g.p, g.name)
 	for i, m := range msgs {
 		h := m.Header
 		delete(h, "Nats-Msg-Id")
 		delete(h, "Nats-Expected-Last-Subject-Sequence")
+		vals := make([]string, 3) // one allocation for the new values
+		vals[0] = strconv.FormatUint(stored[i].Seq, 10)
+		vals[1] = strconv.FormatUint(prevSeq, 10)
+		h["Nats-Sequence"], h["Nats-Last-Sequence"] = vals[0:1:1], vals[1:2:2]
 		if stored[i].Anchor != 0 {
-			h[wire.HdrAnchor] = []string{strconv.FormatUint(stored[i].Anchor, 10)}
+			vals[2] = strconv.FormatUint(stored[i].Anchor, 10)
+			h[wire.HdrAnchor] = vals[2:3:3]
 		}
-		h["Nats-Sequence"] = []string{strconv.FormatUint(stored[i].Seq, 10)}
-		h["Nats-Last-Sequence"] = []string{strconv.FormatUint(prevSeq, 10)}
 		prevSeq = stored[i].Seq
-		m.Subject, m.Reply = live, "" // a reply subject would draw "no responders"
+		m.Subject, m.Reply = g.live, "" // a reply subject would draw "no responders"
 		if err := a.live.PublishMsg(m); err != nil {
 			// Feeds find the message by their head checks.
 			a.log.Debug("sequencer: publish live copy", "game", g.name, "err", err)
