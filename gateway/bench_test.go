@@ -32,29 +32,9 @@ func (d *discardConn) Close() error                     { return nil }
 // compiled once and written to every subscriber of its game by their
 // writers (queue, writer goroutine, buffered write, flush).
 func BenchmarkFanout(b *testing.B) {
-	for _, n := range []int{1, 100, 1000} {
-		b.Run(strconv.Itoa(n)+"subs", func(b *testing.B) {
-			g, err := New(nil, nil, nil, Config{AllowAnonymous: true, SendQueueBytes: 64 << 20})
-			if err != nil {
-				b.Fatal(err)
-			}
-			h := &hub{game: "bench", clients: make(map[*conn]struct{})}
-			conns := make([]*conn, n)
-			for i := range conns {
-				conns[i] = &conn{g: g, nc: &discardConn{}, id: strconv.Itoa(i)}
-				h.clients[conns[i]] = struct{}{}
-			}
-			msg := []byte(`{"type":"move","col":3,"player":"p1","client_id":"abcdefgh-1","msg_id":12345,"ts":1763790000000}`)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				h.onMsg(sequencer.Stored{ID: uint64(i + 1), Seq: uint64(i + 1), Data: msg})
-			}
-			g.wg.Wait() // every writer has drained its queue
-			b.StopTimer()
-			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "deliveries/s")
-		})
-	}
+	benchFanout(b, func(b *testing.B, g *Gateway, i int) *conn {
+		return &conn{g: g, nc: &discardConn{}, id: strconv.Itoa(i)}
+	})
 }
 
 // BenchmarkFanoutSockets is BenchmarkFanout over real loopback TCP
@@ -63,37 +43,41 @@ func BenchmarkFanout(b *testing.B) {
 // its socket (writeNow, Linux), the rest through its writer. The cost per
 // delivery includes the write system call.
 func BenchmarkFanoutSockets(b *testing.B) {
+	var ln net.Listener
+	benchFanout(b, func(b *testing.B, g *Gateway, i int) *conn {
+		if i == 0 {
+			var err error
+			if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { ln.Close() })
+		}
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		server, err := ln.Accept()
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() { _, _ = io.Copy(io.Discard, client) }()
+		b.Cleanup(func() { client.Close(); server.Close() })
+		return &conn{g: g, nc: server, raw: rawConn(server), id: strconv.Itoa(i)}
+	})
+}
+
+// benchFanout hands b.N messages to a hub of 1, 100 and 1,000
+// subscribers, made by newConn, and waits until every writer drained.
+func benchFanout(b *testing.B, newConn func(b *testing.B, g *Gateway, i int) *conn) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(strconv.Itoa(n)+"subs", func(b *testing.B) {
 			g, err := New(nil, nil, nil, Config{AllowAnonymous: true, SendQueueBytes: 64 << 20})
 			if err != nil {
 				b.Fatal(err)
 			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
 			h := &hub{game: "bench", clients: make(map[*conn]struct{})}
-			var drained sync.WaitGroup
 			for i := 0; i < n; i++ {
-				client, err := net.Dial("tcp", ln.Addr().String())
-				if err != nil {
-					b.Fatal(err)
-				}
-				server, err := ln.Accept()
-				if err != nil {
-					b.Fatal(err)
-				}
-				drained.Add(1)
-				go func() {
-					defer drained.Done()
-					_, _ = io.Copy(io.Discard, client)
-				}()
-				defer client.Close()
-				defer server.Close()
-				c := &conn{g: g, nc: server, raw: rawConn(server), id: strconv.Itoa(i)}
-				h.clients[c] = struct{}{}
+				h.clients[newConn(b, g, i)] = struct{}{}
 			}
 			msg := []byte(`{"type":"move","col":3,"player":"p1","client_id":"abcdefgh-1","msg_id":12345,"ts":1763790000000}`)
 			b.ReportAllocs()
