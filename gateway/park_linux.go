@@ -64,7 +64,7 @@ func (p *poller) startLocked(g *Gateway) error {
 // parked and its reader goes on reading. Called by c's reader goroutine
 // with c.mu held: a parked connection is never closing.
 func (p *poller) park(c *conn) bool {
-	rc := rawConn(c.nc)
+	rc := c.raw
 	if rc == nil {
 		return false
 	}
@@ -118,7 +118,7 @@ func (p *poller) unparkLocked(c *conn) bool {
 	if p.conns[c.pfd] == c {
 		delete(p.conns, c.pfd)
 	}
-	if rc := rawConn(c.nc); rc != nil {
+	if rc := c.raw; rc != nil {
 		// Fails, doing nothing, if the socket is closed: closing removed it.
 		_ = rc.Control(func(s uintptr) {
 			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(s), nil)
