@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -21,6 +22,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		listen, persist string
 		lf              logFlags
 		suite, group    bool
+		checked         bool
 		out             string
 		short           bool
 	)
@@ -43,6 +45,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&listen, "listen", "127.0.0.1:8090", "reference: listen address")
 	fs.StringVar(&persist, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
 	fs.BoolVar(&group, "persist-group", false, "reference with --persist: store the messages waiting at once, of any game, as one JetStream message (group commit) instead of one publish each")
+	fs.BoolVar(&checked, "persist-checked", false, "reference with --persist: send each publish with the checks gamerelay's appends make (expected last sequence of the game's subject, a unique Nats-Msg-Id)")
 	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here")
 	fs.StringVar(&out, "out", "", "suite: write the table into this Markdown file (between its bench-suite markers)")
 	fs.BoolVar(&short, "short", false, "suite: short durations and sizes (a smoke run)")
@@ -57,6 +60,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log, err := lf.logger(stderr)
 		if err != nil {
 			return err
+		}
+		switch {
+		case (group || checked) && persist == "":
+			return errors.New("bench: --persist-group and --persist-checked need --persist DIR")
+		case group && checked:
+			return errors.New("bench: --persist-group and --persist-checked are different floors: choose one")
 		}
 		rf := bench.NewReference(log)
 		if persist != "" {
@@ -73,6 +82,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			newPersist := bench.NewJetStreamPersist
 			if group {
 				newPersist = bench.NewJetStreamGroupPersist
+			}
+			if checked {
+				newPersist = bench.NewJetStreamCheckedPersist
 			}
 			if rf.Persist, err = newPersist(ctx, nc); err != nil {
 				return err

@@ -3,11 +3,14 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -130,7 +133,7 @@ func TestReferencePersists(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		new  func(context.Context, *nats.Conn) (func(string, []byte) error, error)
-	}{{"one publish each", NewJetStreamPersist}, {"group commit", NewJetStreamGroupPersist}} {
+	}{{"one publish each", NewJetStreamPersist}, {"group commit", NewJetStreamGroupPersist}, {"checked", NewJetStreamCheckedPersist}} {
 		t.Run(mode.name, func(t *testing.T) {
 			ns := embednats.Server(t)
 			nc := embednats.Connect(t, ns.ClientURL())
@@ -187,6 +190,59 @@ func TestReferencePersists(t *testing.T) {
 				t.Fatalf("relayed %d messages the store refused", r.Deliveries)
 			}
 		})
+	}
+}
+
+// The checked floor sends gamerelay's two checks with every publish: a
+// frame after another writer's message in its room is refused, and every
+// stored frame names its room's previous one and has its own Nats-Msg-Id.
+func TestCheckedPersistChecks(t *testing.T) {
+	ns := embednats.Server(t)
+	nc := embednats.Connect(t, ns.ClientURL())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	persist, err := NewJetStreamCheckedPersist(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		for _, room := range []string{"a", "b.c"} {
+			if err := persist(room, []byte(fmt.Sprintf("%s-%d", room, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(ctx, persistStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	prev := map[string]uint64{}
+	for seq := uint64(1); seq <= 6; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := strconv.FormatUint(prev[m.Subject], 10)
+		if got := m.Header.Get("Nats-Expected-Last-Subject-Sequence"); got != want {
+			t.Fatalf("message %d (%s): expected last sequence %q, want %q", seq, m.Subject, got, want)
+		}
+		id := m.Header.Get("Nats-Msg-Id")
+		if id == "" || ids[id] {
+			t.Fatalf("message %d: Nats-Msg-Id %q missing or repeated", seq, id)
+		}
+		ids[id] = true
+		prev[m.Subject] = seq
+	}
+	if _, err := js.Publish(ctx, "bench.reference.a", []byte("another writer")); err != nil {
+		t.Fatal(err)
+	}
+	if err := persist("a", []byte("a-3")); err == nil || !strings.Contains(err.Error(), "wrong last sequence") {
+		t.Fatalf("frame after another writer's message: %v, want wrong last sequence", err)
+	}
+	if err := persist("b.c", []byte("b.c-3")); err != nil {
+		t.Fatalf("the other room: %v", err)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +29,47 @@ func NewJetStreamPersist(ctx context.Context, nc *nats.Conn) (func(room string, 
 	safe := strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
 	return func(room string, frame []byte) error {
 		return storeMsg(nc, "bench.reference."+safe.Replace(room), frame)
+	}, nil
+}
+
+// NewJetStreamCheckedPersist is NewJetStreamPersist with the two checks
+// every gamerelay append makes JetStream do: the expected last sequence of
+// the room's subject (what keeps gamerelay's numbering gapless with any
+// number of sequencers) and a unique Nats-Msg-Id (what makes its retries
+// idempotent, in the stream's duplicate window). It is the floor of
+// persisting every message as gamerelay's design requires.
+func NewJetStreamCheckedPersist(ctx context.Context, nc *nats.Conn) (func(room string, frame []byte) error, error) {
+	if err := createPersistStream(ctx, nc); err != nil {
+		return nil, err
+	}
+	safe := strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
+	var (
+		mu   sync.Mutex
+		last = map[string]uint64{} // room → stream sequence of its last frame
+		ids  atomic.Uint64
+	)
+	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	// The Reference calls this in each room's order, one frame at a time.
+	return func(room string, frame []byte) error {
+		mu.Lock()
+		prev := last[room]
+		mu.Unlock()
+		m := nats.NewMsg("bench.reference." + safe.Replace(room))
+		m.Data = frame
+		m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(prev, 10))
+		m.Header.Set("Nats-Msg-Id", prefix+strconv.FormatUint(ids.Add(1), 10))
+		resp, err := nc.RequestMsg(m, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		seq, err := ackSeq(resp.Data)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		last[room] = seq
+		mu.Unlock()
+		return nil
 	}, nil
 }
 
@@ -124,9 +167,25 @@ func storeMsg(nc *nats.Conn, subject string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	// A publish ack is {"stream":..,"seq":N}; an error carries "error".
-	if !bytes.Contains(resp.Data, []byte(`"seq"`)) || bytes.Contains(resp.Data, []byte(`"error"`)) {
-		return errors.New("bench: publish refused: " + string(resp.Data))
+	_, err = ackSeq(resp.Data)
+	return err
+}
+
+// ackSeq returns the sequence a publish ack ({"stream":..,"seq":N,..})
+// gives, or an error for a refusal (one carrying "error").
+func ackSeq(ack []byte) (uint64, error) {
+	i := bytes.Index(ack, []byte(`"seq":`))
+	if i < 0 || bytes.Contains(ack, []byte(`"error"`)) {
+		return 0, errors.New("bench: publish refused: " + string(ack))
 	}
-	return nil
+	digits := ack[i+len(`"seq":`):]
+	n := 0
+	for n < len(digits) && digits[n] >= '0' && digits[n] <= '9' {
+		n++
+	}
+	seq, err := strconv.ParseUint(string(digits[:n]), 10, 64)
+	if err != nil || seq == 0 {
+		return 0, errors.New("bench: bad publish ack: " + string(ack))
+	}
+	return seq, nil
 }
