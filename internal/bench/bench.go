@@ -319,6 +319,20 @@ func settle(cs []*bclient, maxWait time.Duration) {
 	}
 }
 
+// serverQuiet waits until process pid uses under a tenth of a core over
+// half a second, at most maxWait; at once if pid is 0.
+func serverQuiet(pid int, maxWait time.Duration) {
+	deadline := time.Now().Add(maxWait)
+	for cpu := readCPU(pid); cpu >= 0 && time.Now().Before(deadline); {
+		time.Sleep(500 * time.Millisecond)
+		now := readCPU(pid)
+		if now < 0 || now-cpu < 0.05 {
+			return
+		}
+		cpu = now
+	}
+}
+
 func closeAll(cs []*bclient) {
 	var wg sync.WaitGroup
 	for _, c := range cs {
@@ -418,6 +432,9 @@ func runRejoin(ctx context.Context, cfg Config) (*Report, error) {
 	if err := fill(ctx, cfg, game, cfg.History, 1); err != nil {
 		return nil, err
 	}
+	// Replay is measured on a quiet server, not against the aftermath of
+	// the fill (its stores flushing, its garbage collected).
+	serverQuiet(cfg.ServerPID, 30*time.Second)
 	h := newHist()
 	r := &Report{Mode: "rejoin", URL: cfg.URL, Games: 1, Errors: map[string]uint64{}}
 	for i := 0; i < cfg.Rejoins; i++ {
