@@ -26,11 +26,15 @@ func NewJetStreamPersist(ctx context.Context, nc *nats.Conn) (func(room string, 
 	if err := createPersistStream(ctx, nc); err != nil {
 		return nil, err
 	}
-	safe := strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
 	return func(room string, frame []byte) error {
-		return storeMsg(nc, "bench.reference."+safe.Replace(room), frame)
+		return storeMsg(nc, roomSubject(room), frame)
 	}, nil
 }
+
+// roomSubject is the persist stream's subject for room's frames.
+func roomSubject(room string) string { return "bench.reference." + subjectSafe.Replace(room) }
+
+var subjectSafe = strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
 
 // NewJetStreamCheckedPersist is NewJetStreamPersist with the two checks
 // every gamerelay append makes JetStream do: the expected last sequence of
@@ -42,22 +46,22 @@ func NewJetStreamCheckedPersist(ctx context.Context, nc *nats.Conn) (func(room s
 	if err := createPersistStream(ctx, nc); err != nil {
 		return nil, err
 	}
-	safe := strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
 	var (
 		mu   sync.Mutex
-		last = map[string]uint64{} // room → stream sequence of its last frame
+		last = map[string]uint64{} // subject → stream sequence of its last frame
 		ids  atomic.Uint64
 	)
 	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 	// The Reference calls this in each room's order, one frame at a time.
 	return func(room string, frame []byte) error {
+		subject := roomSubject(room)
 		mu.Lock()
-		prev := last[room]
+		prev := last[subject]
 		mu.Unlock()
-		m := nats.NewMsg("bench.reference." + safe.Replace(room))
-		m.Data = frame
-		m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(prev, 10))
-		m.Header.Set("Nats-Msg-Id", prefix+strconv.FormatUint(ids.Add(1), 10))
+		m := &nats.Msg{Subject: subject, Data: frame, Header: nats.Header{
+			"Nats-Expected-Last-Subject-Sequence": {strconv.FormatUint(prev, 10)},
+			"Nats-Msg-Id":                         {prefix + strconv.FormatUint(ids.Add(1), 10)},
+		}}
 		resp, err := nc.RequestMsg(m, 5*time.Second)
 		if err != nil {
 			return err
@@ -67,7 +71,7 @@ func NewJetStreamCheckedPersist(ctx context.Context, nc *nats.Conn) (func(room s
 			return err
 		}
 		mu.Lock()
-		last[room] = seq
+		last[subject] = seq
 		mu.Unlock()
 		return nil
 	}, nil
