@@ -63,9 +63,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		switch {
 		case (group || checked) && persist == "":
-			return errors.New("bench: --persist-group and --persist-checked need --persist DIR")
+			return usageError{errors.New("bench: --persist-group and --persist-checked need --persist DIR")}
 		case group && checked:
-			return errors.New("bench: --persist-group and --persist-checked are different floors: choose one")
+			return usageError{errors.New("bench: --persist-group and --persist-checked are different floors: choose one")}
 		}
 		rf := bench.NewReference(log)
 		if persist != "" {

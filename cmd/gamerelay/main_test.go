@@ -46,6 +46,8 @@ func TestUsageAndExitCodes(t *testing.T) {
 		"bad api key":      {[]string{"gateway", "--allow-anonymous", "--api-key", "secret-without-owner"}, nil, 2, "want NAME=KEY"},
 		"token no game":    {[]string{"token", "--token-secret", "0123456789abcdef"}, nil, 2, "--game"},
 		"token bad role":   {[]string{"token", "--game", "g", "--role", "king", "--token-secret", "0123456789abcdef"}, nil, 2, "role"},
+		"floor no store":   {[]string{"bench", "--mode", "reference", "--persist-checked"}, nil, 2, "need --persist DIR"},
+		"two floors":       {[]string{"bench", "--mode", "reference", "--persist", "x", "--persist-checked", "--persist-group"}, nil, 2, "choose one"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for k, v := range tc.env {
