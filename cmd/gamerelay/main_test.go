@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/gamerelay/gamerelay/backend"
+	"github.com/gamerelay/gamerelay/internal/bench"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -255,4 +256,40 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// The suite's ratios set gamerelay against the bare reference and each
+// floor of the same scenario, and replay with the big stream against the
+// small one.
+func TestSuiteTableRatios(t *testing.T) {
+	ms := time.Millisecond
+	pp := bench.Config{Mode: "pingpong", Games: 10, Players: 1}
+	fo := bench.Config{Mode: "fanout", Games: 10, Players: 1, Spectators: 3}
+	runs := []suiteRun{
+		{"pp", pp, "reference"}, {"pp", pp, "reference+js"}, {"pp", pp, "reference+checked"}, {"pp", pp, "gamerelay"},
+		{"fo", fo, "reference"}, {"fo", fo, "reference+js"}, {"fo", fo, "reference+checked"}, {"fo", fo, "gamerelay"},
+		{"rj small", bench.Config{Mode: "rejoin"}, "gamerelay"}, {"rj big", bench.Config{Mode: "rejoin"}, "gamerelay"},
+	}
+	rep := func(dels, cpu float64, p99 time.Duration) *bench.Report {
+		return &bench.Report{Sends: 1, SendsPerSec: dels, DeliveriesSec: dels, ServerCPUPerDelivery: cpu, All: bench.Latency{Count: 1, P50: p99 / 2, P99: p99}}
+	}
+	replay := func(others int, p50 time.Duration) *bench.Report {
+		return &bench.Report{Replay: &bench.ReplayReport{History: 1000, Others: others, Latency: bench.Latency{P50: p50, P99: 2 * p50}}}
+	}
+	results := []*bench.Report{
+		rep(60000, 12, ms), rep(30000, 30, 2*ms), rep(25000, 40, 3*ms), rep(20000, 48, 4*ms),
+		rep(2000, 10, ms), rep(2000, 20, 2*ms), rep(2000, 25, 3*ms), rep(2000, 30, 4*ms),
+		replay(10_000, 20*ms), replay(1_000_000, 25*ms),
+	}
+	got := suiteTable(runs, results)
+	for _, want := range []string{
+		"- pp: throughput 33 % of the reference (BRIEF: ≥ 80 %) [50 %, 42 %], 80 % of reference+checked; CPU per delivery 4.00× [2.50×, 3.33×], 1.20× reference+checked",
+		"- fo: CPU per delivery 3.00× (BRIEF: ≤ 1.3×) [2.00×, 2.50×], 1.20× reference+checked; p99 latency 4ms vs 1ms [2ms, 3ms]",
+		"- replay of 1,000 messages: p50 with 1000000 others / with 10000 others = 1.25×",
+		"| pp | reference+checked | 25000 | 25000 | 1.5ms / 3ms | 40.0 |  |  |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
 }
