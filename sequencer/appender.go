@@ -533,12 +533,10 @@ func (a *Appender) publish(deadline time.Time, g *gameState, batch []*pending) (
 		h := make(nats.Header, 8)
 		set(h, wire.HdrMsgID, strconv.FormatUint(id, 10))
 		set(h, "Nats-Msg-Id", p.idem)
-		if id > 1 {
-			if anchor := wire.PageStart(id - 1); anchor >= first {
-				set(h, wire.HdrAnchor, "-"+strconv.FormatUint(id-anchor, 10))
-			} else if g.pageSeq != 0 {
-				set(h, wire.HdrAnchor, strconv.FormatUint(g.pageSeq, 10))
-			}
+		if back := anchorBack(id, first); back > 0 {
+			set(h, wire.HdrAnchor, "-"+strconv.FormatUint(back, 10))
+		} else if id > 1 && g.pageSeq != 0 {
+			set(h, wire.HdrAnchor, strconv.FormatUint(g.pageSeq, 10))
 		}
 		if i == 0 {
 			set(h, "Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(g.lastSeq, 10))
@@ -573,6 +571,20 @@ func (a *Appender) publish(deadline time.Time, g *gameState, batch []*pending) (
 	return msgs, ack, ts, err
 }
 
+// anchorBack says how many messages back message id's anchor (the start of
+// the page before it) lies when it is in id's batch, which starts at
+// msg_id first; 0 when it lies before the batch (the game's first message
+// has none).
+func anchorBack(id, first uint64) uint64 {
+	if id == 1 {
+		return 0
+	}
+	if anchor := wire.PageStart(id - 1); anchor >= first {
+		return id - anchor
+	}
+	return 0
+}
+
 // advance records a stored batch whose last message has sequence lastSeq and
 // returns the batch as stored, the first message's predecessor in the game
 // at sequence prevSeq.
@@ -586,12 +598,11 @@ func (a *Appender) advance(g *gameState, batch []*pending, lastSeq uint64, ts in
 		id, seq := first+uint64(i), firstSeq+uint64(i)
 		res[i] = Result{MsgID: id, Seq: seq, TS: ts}
 		stored[i] = Stored{Seq: seq, ID: id, TS: ts}
-		if id > 1 { // the anchor publish wrote, as an absolute sequence
-			if anchor := wire.PageStart(id - 1); anchor >= first {
-				stored[i].Anchor = firstSeq + (anchor - first)
-			} else {
-				stored[i].Anchor = pageSeq
-			}
+		// The anchor publish wrote, as an absolute sequence.
+		if back := anchorBack(id, first); back > 0 {
+			stored[i].Anchor = seq - back
+		} else if id > 1 {
+			stored[i].Anchor = pageSeq
 		}
 		if wire.PageStart(id) == id {
 			g.pageSeq = seq

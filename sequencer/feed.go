@@ -366,8 +366,8 @@ func (fs *Feeds) local(game string, prevSeq uint64, ms []Stored) {
 	for _, m := range ms {
 		switch {
 		case m.Seq <= lastSeq:
-			if f.fs.m != nil {
-				f.fs.m.FeedDupsDropped.Inc()
+			if fs.m != nil {
+				fs.m.FeedDupsDropped.Inc()
 			}
 		case prevSeq == lastSeq:
 			f.deliver(m)
@@ -378,7 +378,7 @@ func (fs *Feeds) local(game string, prevSeq uint64, ms []Stored) {
 		}
 		prevSeq = m.Seq
 	}
-	f.scheduleCheck(f.fs.cfg.CheckAfter)
+	f.scheduleCheck(fs.cfg.CheckAfter)
 }
 
 // onLive handles a message's live copy.
