@@ -9,20 +9,32 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// errConnLost reports that the connection dropped while a request waited
+// for its answer: the answer cannot come any more, and whether the request
+// reached the server is unknown.
+var errConnLost = errors.New("sequencer: NATS connection lost while waiting for an answer")
+
 // replies hands out reply subjects for publishes, each group backed by a
-// synchronous subscription of its own, so an ack goes from nats.go's reader
+// channel subscription of its own, so an ack goes from nats.go's reader
 // straight to the goroutine waiting for it. nats.go's own requests share
 // one response subscription whose goroutine passes each answer on through
 // a map under the connection's lock: profiles of pingpong showed that
 // hand-off and those locks on every append.
+//
+// A box's channel holds a few messages, not the 65,536 of a synchronous
+// subscription: a burst of concurrent appends makes one box each, and the
+// boxes kept for reuse must stay small.
 type replies struct {
 	// Static after construction.
 	nc *nats.Conn
 
 	mu sync.Mutex
 	// Guarded by mu.
-	free   []*replyBox
-	closed bool
+	free    []*replyBox
+	closed  bool
+	lost    chan struct{} // closed when the connection drops; then replaced
+	status  chan nats.Status
+	watchWG sync.WaitGroup
 }
 
 // replyBox is one subscription to <inbox>.*; it serves one request at a
@@ -30,33 +42,65 @@ type replies struct {
 // that arrives after its request timed out is recognised and skipped.
 type replyBox struct {
 	sub    *nats.Subscription
+	ch     chan *nats.Msg
 	prefix string // <inbox>.
 	n      uint64 // requests made through this box
+	timer  *time.Timer
 }
 
 // maxFreeReplyBoxes bounds the idle subscriptions kept for reuse: about
 // the number of appends in flight at once (one per busy game).
 const maxFreeReplyBoxes = 256
 
-func (r *replies) get() (*replyBox, error) {
+// replyBoxLen is the channel capacity of a box: its one answer, plus late
+// answers of earlier requests, which are skipped.
+const replyBoxLen = 4
+
+// get returns an idle box (or a new one) and the channel that closes if
+// the connection drops while the caller waits.
+func (r *replies) get() (*replyBox, <-chan struct{}, error) {
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, nil, ErrClosed
+	}
+	if r.lost == nil {
+		r.watchLocked()
+	}
+	lost := r.lost
 	if n := len(r.free); n > 0 {
 		b := r.free[n-1]
+		r.free[n-1] = nil
 		r.free = r.free[:n-1]
 		r.mu.Unlock()
-		return b, nil
+		return b, lost, nil
 	}
-	closed := r.closed
 	r.mu.Unlock()
-	if closed {
-		return nil, ErrClosed
-	}
 	prefix := r.nc.NewInbox() + "."
-	sub, err := r.nc.SubscribeSync(prefix + "*")
+	ch := make(chan *nats.Msg, replyBoxLen)
+	sub, err := r.nc.ChanSubscribe(prefix+"*", ch)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &replyBox{sub: sub, prefix: prefix}, nil
+	return &replyBox{sub: sub, ch: ch, prefix: prefix}, lost, nil
+}
+
+// watchLocked starts the goroutine that tells waiting requests when the
+// connection drops. r.mu is held.
+func (r *replies) watchLocked() {
+	r.lost = make(chan struct{})
+	r.status = r.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	status := r.status
+	r.watchWG.Add(1)
+	go func() {
+		defer r.watchWG.Done()
+		for range status {
+			r.mu.Lock()
+			close(r.lost)
+			r.lost = make(chan struct{})
+			r.mu.Unlock()
+		}
+	}()
 }
 
 func (r *replies) put(b *replyBox) {
@@ -72,9 +116,9 @@ func (r *replies) put(b *replyBox) {
 
 // request publishes m with a reply subject of its own and waits up to d
 // for the answer: nats.ErrTimeout if none came, nats.ErrNoResponders if
-// nothing listens on m's subject.
+// nothing listens on m's subject, errConnLost if the connection dropped.
 func (r *replies) request(m *nats.Msg, d time.Duration) (*nats.Msg, error) {
-	b, err := r.get()
+	b, lost, err := r.get()
 	if err != nil {
 		return nil, err
 	}
@@ -85,33 +129,42 @@ func (r *replies) request(m *nats.Msg, d time.Duration) (*nats.Msg, error) {
 	if err := r.nc.PublishMsg(m); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(d)
+	if b.timer == nil {
+		b.timer = time.NewTimer(d)
+	} else {
+		b.timer.Reset(d)
+	}
+	defer b.timer.Stop()
 	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return nil, nats.ErrTimeout
-		}
-		resp, err := b.sub.NextMsg(left)
-		switch {
-		case errors.Is(err, nats.ErrTimeout):
-			return nil, nats.ErrTimeout
-		case err != nil:
-			return nil, err
-		case resp.Subject == reply:
+		select {
+		case resp := <-b.ch:
+			if resp.Subject != reply {
+				continue // the late answer to an earlier request of this box
+			}
+			if len(resp.Data) == 0 && resp.Header.Get("Status") == "503" {
+				return nil, nats.ErrNoResponders
+			}
 			return resp, nil
+		case <-b.timer.C:
+			return nil, nats.ErrTimeout
+		case <-lost:
+			return nil, errConnLost
 		}
-		// The late answer to an earlier request of this box: skip it.
 	}
 }
 
-// close unsubscribes the idle boxes; boxes in use are unsubscribed when
-// their request ends.
+// close unsubscribes the idle boxes and stops watching the connection;
+// boxes in use are unsubscribed when their request ends.
 func (r *replies) close() {
 	r.mu.Lock()
-	free := r.free
-	r.free, r.closed = nil, true
+	free, status := r.free, r.status
+	r.free, r.closed, r.status = nil, true, nil
 	r.mu.Unlock()
 	for _, b := range free {
 		_ = b.sub.Unsubscribe()
+	}
+	if status != nil {
+		r.nc.RemoveStatusListener(status)
+		r.watchWG.Wait()
 	}
 }

@@ -2,6 +2,8 @@ package sequencer
 
 import (
 	"errors"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,5 +62,99 @@ func TestRepliesSkipLateAnswers(t *testing.T) {
 	r.close()
 	if _, err := r.request(&nats.Msg{Subject: "t.req", Data: []byte("z")}, time.Second); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after close: %v, want ErrClosed", err)
+	}
+}
+
+// A burst of concurrent requests makes a box each; the boxes kept for
+// reuse must cost little, so a burst leaves no large heap behind.
+func TestRepliesBurstLeavesLittleBehind(t *testing.T) {
+	s := embednats.Server(t)
+	nc := embednats.Connect(t, s.ClientURL())
+	responder := embednats.Connect(t, s.ClientURL())
+	release := make(chan struct{})
+	var held sync.WaitGroup
+	const burst = 300
+	held.Add(burst)
+	if _, err := responder.Subscribe("t.req", func(m *nats.Msg) {
+		// Answer on a goroutine of its own so every request is in flight
+		// at once.
+		go func() {
+			held.Done()
+			<-release
+			_ = m.Respond([]byte("ok"))
+		}()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := responder.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	r := &replies{nc: nc}
+	defer r.close()
+	var wg sync.WaitGroup
+	errs := make(chan error, burst)
+	for i := 0; i < burst; i++ {
+		wg.Go(func() {
+			if _, err := r.request(&nats.Msg{Subject: "t.req"}, time.Minute); err != nil {
+				errs <- err
+			}
+		})
+	}
+	held.Wait() // every request reached the responder: burst boxes exist
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	kept := len(r.free)
+	for _, b := range r.free {
+		if cap(b.ch) > replyBoxLen {
+			t.Errorf("a kept box buffers %d messages", cap(b.ch))
+		}
+	}
+	r.mu.Unlock()
+	if kept > maxFreeReplyBoxes {
+		t.Fatalf("%d idle boxes kept, want at most %d", kept, maxFreeReplyBoxes)
+	}
+	// A box with nats.go's default synchronous channel costs 512 KiB: the
+	// burst would leave over 100 MiB behind.
+	if grew := int64(heap()) - int64(before); grew > 16<<20 {
+		t.Fatalf("heap grew by %d KiB after a burst of %d requests", grew>>10, burst)
+	}
+}
+
+// A request whose connection drops is answered at once: its answer can no
+// longer come, and waiting for the timeout would stall the append.
+func TestRepliesFailOnLostConnection(t *testing.T) {
+	s := embednats.Server(t)
+	nc := embednats.Connect(t, s.ClientURL())
+	responder := embednats.Connect(t, s.ClientURL())
+	got := make(chan struct{})
+	if _, err := responder.Subscribe("t.req", func(*nats.Msg) { close(got) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := responder.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := &replies{nc: nc}
+	defer r.close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.request(&nats.Msg{Subject: "t.req"}, time.Hour)
+		done <- err
+	}()
+	<-got // the request reached the server; it is never answered
+	s.Shutdown()
+	if err := <-done; !errors.Is(err, errConnLost) {
+		t.Fatalf("request on a dropped connection: %v, want errConnLost", err)
 	}
 }

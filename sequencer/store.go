@@ -278,7 +278,10 @@ func (s *store) next(ctx context.Context, p int, game string, seq uint64, n int,
 	}
 	b, _ := json.Marshal(directReq{Seq: seq, NextFor: s.names.LogSubject(p, game), Batch: n})
 	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+	// The answer is at most n messages and an end-of-batch status: a
+	// channel of that size, not a synchronous subscription's 65,536 slots.
+	ch := make(chan *nats.Msg, n+2)
+	sub, err := s.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return 0, err
 	}
@@ -290,9 +293,11 @@ func (s *store) next(ctx context.Context, p int, game string, seq uint64, n int,
 	defer cancel()
 	got := 0
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return got, err
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return got, ctx.Err()
 		}
 		switch st := m.Header.Get("Status"); st {
 		case "":
