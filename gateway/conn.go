@@ -58,7 +58,8 @@ type conn struct {
 	nc     net.Conn
 	raw    syscall.RawConn // the socket under nc for writeNow; nil: none
 	id     string
-	bucket uint8 // keepalive group: pinged once every pingBuckets ticks
+	addr   string // the client's source address (for per-address limits)
+	bucket uint8  // keepalive group: pinged once every pingBuckets ticks
 
 	// Guarded by g.poll.mu.
 	parked bool  // no reader goroutine: the socket is in the poller's epoll
@@ -73,6 +74,9 @@ type conn struct {
 	user    string
 	seq     uint64        // idempotency counter of this client's messages
 	limiter *rate.Limiter // created with the first game message; nil: no limit
+	// joinPresence is the presence message holding this player's join
+	// until its first game message has waited for it to be stored.
+	joinPresence *presenceBatch
 
 	// Owned by the writer goroutine.
 	skip uint64 // drop game frames with msg_id ≤ skip (a since beyond head)

@@ -61,6 +61,17 @@ type Config struct {
 	ReplayTimeout time.Duration
 	// TokenTTL is the lifetime of tokens minted by create. Default 24h.
 	TokenTTL time.Duration
+	// JoinRate and JoinBurst limit joins per second from one source
+	// address (a token bucket per address). JoinRate 0 disables the limit.
+	JoinRate  float64
+	JoinBurst int
+	// AudienceInterval is the shortest time between two audience frames
+	// of one game, and between two counts this gateway publishes for it.
+	// Default 500ms.
+	AudienceInterval time.Duration
+	// AudienceTTL is how long the counts of another gateway stay without a
+	// sign of life from it. Default 3s.
+	AudienceTTL time.Duration
 	// Instance prefixes client ids; unique per gateway process. Default random.
 	Instance string
 	// Logger; default slog.Default(). Tokens are never logged.
@@ -104,6 +115,15 @@ func (c Config) withDefaults() Config {
 	if c.TokenTTL == 0 {
 		c.TokenTTL = 24 * time.Hour
 	}
+	if c.JoinBurst == 0 && c.JoinRate > 0 {
+		c.JoinBurst = max(1, int(c.JoinRate))
+	}
+	if c.AudienceInterval == 0 {
+		c.AudienceInterval = 500 * time.Millisecond
+	}
+	if c.AudienceTTL == 0 {
+		c.AudienceTTL = 3 * time.Second
+	}
 	if c.Instance == "" {
 		var b [5]byte
 		_, _ = rand.Read(b[:])
@@ -128,6 +148,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("gateway: SendQueueBytes %d: want at least MaxMessageBytes (%d)", c.SendQueueBytes, c.MaxMessageBytes)
 	case c.Rate < 0 || c.Burst < 0:
 		return fmt.Errorf("gateway: Rate %v / Burst %d: want ≥ 0", c.Rate, c.Burst)
+	case c.JoinRate < 0 || c.JoinBurst < 0:
+		return fmt.Errorf("gateway: JoinRate %v / JoinBurst %d: want ≥ 0", c.JoinRate, c.JoinBurst)
+	case c.AudienceInterval < 10*time.Millisecond:
+		return fmt.Errorf("gateway: AudienceInterval %s: want ≥ 10ms", c.AudienceInterval)
+	case c.AudienceTTL < 2*time.Second:
+		return fmt.Errorf("gateway: AudienceTTL %s: want ≥ 2s (gateways say they are alive every second)", c.AudienceTTL)
 	case c.MaxClientsPerGame < 1:
 		return fmt.Errorf("gateway: MaxClientsPerGame %d: want ≥ 1", c.MaxClientsPerGame)
 	case c.PingInterval < 100*time.Millisecond:
@@ -182,10 +208,18 @@ type Gateway struct {
 	cancel  context.CancelFunc
 	epoch   time.Time // origin of now
 
-	nextID   atomic.Uint64
-	draining atomic.Bool
-	wg       sync.WaitGroup // connection goroutines and presence appends
-	poll     poller         // parked connections
+	nextID      atomic.Uint64
+	presenceSeq atomic.Uint64 // presence messages appended, for their idempotency keys
+	draining    atomic.Bool
+	drainCh     chan struct{}  // closed when draining starts
+	wg          sync.WaitGroup // connection goroutines and presence loops
+	poll        poller         // parked connections
+	aud         *audience
+	joins       *addrLimiter // nil: joins are not limited per address
+
+	presMu sync.Mutex
+	// Guarded by presMu.
+	presence map[string]*presenceQueue // games with player events to append
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -203,17 +237,23 @@ func New(app Appender, feeds *sequencer.Feeds, history History, cfg Config) (*Ga
 	}
 	cfg = cfg.withDefaults()
 	g := &Gateway{
-		cfg:     cfg,
-		app:     app,
-		feeds:   feeds,
-		history: history,
-		log:     cfg.Logger,
-		m:       cfg.Metrics,
-		hubs:    make(map[string]*hub),
-		conns:   make(map[*conn]struct{}),
-		epoch:   time.Now(),
+		cfg:      cfg,
+		app:      app,
+		feeds:    feeds,
+		history:  history,
+		log:      cfg.Logger,
+		m:        cfg.Metrics,
+		hubs:     make(map[string]*hub),
+		conns:    make(map[*conn]struct{}),
+		presence: make(map[string]*presenceQueue),
+		drainCh:  make(chan struct{}),
+		epoch:    time.Now(),
 	}
 	g.timed, _ = app.(timedAppender)
+	g.aud = newAudience(g)
+	if cfg.JoinRate > 0 {
+		g.joins = newAddrLimiter(cfg.JoinRate, cfg.JoinBurst)
+	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	return g, nil
 }
@@ -259,6 +299,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		nc:     src,
 		raw:    rawConn(src),
 		id:     g.cfg.Instance + "-" + strconv.FormatUint(n, 36),
+		addr:   hostOf(r.RemoteAddr),
 		bucket: uint8(n % pingBuckets),
 	}
 	c.fr = frameReader{r: src, max: g.cfg.MaxMessageBytes}
@@ -457,9 +498,17 @@ func (g *Gateway) finish(c *conn) {
 	if h := c.hub; h != nil {
 		h.mu.Lock()
 		delete(h.clients, c)
+		if c.role == RolePlayer {
+			h.players--
+		} else {
+			h.spectators--
+		}
 		h.mu.Unlock()
+		g.aud.mark(h)
+		if c.role == RolePlayer {
+			g.playerEvent(h.game, presenceEvent{event: "leave", client: c.id, user: c.user})
+		}
 		g.releaseHub(h)
-		g.presence(h.game, "leave", c)
 	}
 	g.mu.Lock()
 	delete(g.conns, c)
@@ -507,6 +556,9 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 			c.sendError(wire.CodeAlreadyJoined, "this connection already joined "+c.hub.game)
 			return true
 		}
+		if !g.allowJoin(c) {
+			return true
+		}
 		g.onSideStack(func() { g.join(c, req, nil) })
 	case kindCreate:
 		if c.hub != nil {
@@ -517,11 +569,25 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 			c.sendError(wire.CodeCreateDisabled, "creating games is disabled on this server")
 			return true
 		}
+		if !g.allowJoin(c) {
+			return true
+		}
 		g.onSideStack(func() { g.create(c) })
 	case kindGame:
 		g.gameMessage(c, req.body)
 	}
 	return true
+}
+
+// allowJoin takes a join from the connection's source address's budget
+// (Config.JoinRate); if it is spent, the client is told so.
+func (g *Gateway) allowJoin(c *conn) bool {
+	if g.joins == nil || g.joins.allow(c.addr, time.Now()) {
+		return true
+	}
+	g.m.refused("join_rate")
+	c.sendError(wire.CodeRateLimited, "too many joins from your address; try again shortly")
+	return false
 }
 
 // onSideStack runs f on a short-lived goroutine and waits for it. Joins
@@ -548,6 +614,13 @@ func (g *Gateway) gameMessage(c *conn, body []byte) {
 	case g.cfg.Rate > 0 && !c.allow():
 		c.sendError(wire.CodeRateLimited, "too many messages; this one was dropped")
 		return
+	}
+	if b := c.joinPresence; b != nil {
+		// The player's join goes into the log before its first message.
+		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
+		g.awaitPresence(ctx, c.hub.game, b)
+		cancel()
+		c.joinPresence = nil
 	}
 	c.seq++
 	// A player that sends reads through a buffer from now on (see
@@ -628,37 +701,51 @@ func (g *Gateway) join(c *conn, req request, created []byte) {
 		return
 	}
 	if created != nil {
-		// A created game exists once its first message is stored: append
-		// the creator's presence before anyone learns the game's id.
+		// A created game exists once its first message is stored: the
+		// creator's join goes into the log before anyone learns the
+		// game's id.
 		h.mu.Unlock()
+		b := g.playerEvent(req.game, presenceEvent{event: "join", client: c.id, user: user})
 		actx, acancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
-		_, err := g.app.Append(actx, req.game, presenceBody("join", c.id, role, user), c.id+":join")
+		g.awaitPresence(actx, req.game, b)
 		acancel()
-		if err != nil {
+		select {
+		case <-b.done:
+		default:
 			g.releaseHub(h)
-			g.log.Warn("gateway: create", "game", req.game, "err", err)
+			g.log.Warn("gateway: create: the game's first message was not stored in time", "game", req.game)
 			c.sendError(wire.CodeUnavailable, "the game could not be created; try again")
 			return
 		}
 		h.mu.Lock()
 	}
+	since := req.since
+	if req.history >= 0 && h.last > uint64(req.history) {
+		since = max(since, h.last-uint64(req.history))
+	}
 	c.hub, c.role, c.user = h, role, user
 	h.clients[c] = struct{}{}
+	if role == RolePlayer {
+		h.players++
+	} else {
+		h.spectators++
+	}
 	c.mu.Lock()
 	if created != nil {
 		c.enqueueLocked(item{kind: itemFrame, frame: textFrame(created)})
 	}
 	c.enqueueLocked(item{kind: itemJoin, join: &joinJob{
-		since:  req.since,
+		since:  since,
 		head:   h.last,
-		joined: joinedFrame(req.game, c.id, role, h.last),
+		joined: joinedFrame(req.game, c.id, role, h.last, since),
 		feed:   h.feed,
 		game:   req.game,
 	}})
 	c.mu.Unlock()
 	h.mu.Unlock()
-	if created == nil {
-		g.presence(req.game, "join", c)
+	g.aud.mark(h)
+	if role == RolePlayer && created == nil {
+		c.joinPresence = g.playerEvent(req.game, presenceEvent{event: "join", client: c.id, user: user})
 	}
 }
 
@@ -678,28 +765,15 @@ func (g *Gateway) create(c *conn) {
 	g.join(c, request{kind: kindJoin, game: game, token: join}, createdFrame(game, join, watch))
 }
 
-// presence appends a join or leave system message, in the background.
-func (g *Gateway) presence(game, event string, c *conn) {
-	body := presenceBody(event, c.id, c.role, c.user)
-	idem := c.id + ":" + event
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
-		defer cancel()
-		if _, err := g.app.Append(ctx, game, body, idem); err != nil {
-			g.log.Warn("gateway: presence", "game", game, "event", event, "err", err)
-		}
-	}()
-}
-
 // Shutdown drains the gateway: new connections are refused, every client is
 // closed with 1001 so it resumes on another instance, in-flight appends
 // finish. If ctx ends first, what is left is cut off. Shutdown returns when
 // every connection goroutine, the keepalive and the poller have exited.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
-	g.draining.Store(true)
+	if !g.draining.Swap(true) {
+		close(g.drainCh)
+	}
 	conns := make([]*conn, 0, len(g.conns))
 	for c := range g.conns {
 		conns = append(conns, c)
@@ -717,6 +791,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	g.poll.stop()
 	done := make(chan struct{})
+	defer g.aud.close()
 	go func() {
 		g.wg.Wait()
 		close(done)

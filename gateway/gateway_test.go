@@ -71,13 +71,36 @@ func TestTotalOrderAcrossThreeGateways(t *testing.T) {
 		clients = append(clients, joined{c, 1})
 	}
 	wg.Wait()
-	// 12 presence joins and every move: each client sees a dense run up to
-	// n, and all clients agree on every msg_id.
-	const n = 12 + senders*per
+	// The log holds every move and the 12 players' joins, in presence
+	// messages that may each list several: read up to where the first
+	// client has seen them all. Then each client sees a dense run up to n,
+	// and all clients agree on every msg_id.
+	var (
+		n     uint64
+		first []map[string]any // what the first client read
+	)
+	for moves, joins := 0, 0; moves < senders*per || joins < 12; {
+		m := clients[0].c.next(20 * time.Second)
+		if id(m) != n+1 {
+			t.Fatalf("got msg_id %d, want %d (frame %v)", id(m), n+1, m)
+		}
+		switch m["type"] {
+		case "move":
+			moves++
+		case "presence":
+			joins += len(presenceEvents(t, m, "join"))
+		}
+		n = id(m)
+		first = append(first, m)
+	}
 	frames := map[uint64]string{}
 	moves := 0
-	for _, j := range clients {
-		for _, m := range collect(t, j.c, j.from, n) {
+	for i, j := range clients {
+		got := first
+		if i > 0 {
+			got = collect(t, j.c, j.from, n)
+		}
+		for _, m := range got {
 			f := fmt.Sprint(m)
 			if prev, ok := frames[id(m)]; !ok {
 				frames[id(m)] = f
@@ -92,9 +115,33 @@ func TestTotalOrderAcrossThreeGateways(t *testing.T) {
 			}
 		}
 	}
-	if moves != senders*per || len(frames) != n {
+	if moves != senders*per || uint64(len(frames)) != n {
 		t.Fatalf("%d moves and %d frames delivered, want %d and %d", moves, len(frames), senders*per, n)
 	}
+}
+
+// presenceEvents returns the events of presence message m of the given
+// kind ("join" or "leave"), checking their form.
+func presenceEvents(t testing.TB, m map[string]any, kind string) []map[string]any {
+	t.Helper()
+	if m["type"] != "presence" || m["client_id"] != "" {
+		t.Fatalf("not a presence message: %v", m)
+	}
+	evs, ok := m["events"].([]any)
+	if !ok || len(evs) == 0 {
+		t.Fatalf("presence without events: %v", m)
+	}
+	var out []map[string]any
+	for _, e := range evs {
+		ev, ok := e.(map[string]any)
+		if !ok || (ev["event"] != "join" && ev["event"] != "leave") || ev["client"] == "" {
+			t.Fatalf("bad presence event %v in %v", e, m)
+		}
+		if ev["event"] == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 func decode(t testing.TB, p []byte) map[string]any {
@@ -248,8 +295,8 @@ func TestClassicRoomsClient(t *testing.T) {
 	c := dial(t, s.gws[0].url)
 	c.send(`{"type":"join","room":"lobby"}`)
 	cid := c.expect("joined")["client_id"]
-	if p := c.expect("presence"); p["event"] != "join" || p["client"] != cid || p["client_id"] != "" {
-		t.Fatalf("presence %v", p)
+	if evs := presenceEvents(t, c.expect("presence"), "join"); len(evs) != 1 || evs[0]["client"] != cid {
+		t.Fatalf("presence %v", evs)
 	}
 	c.send(`{"type":"chat","text":"hi"}`)
 	m := c.expect("chat")

@@ -209,12 +209,13 @@ func checkNoGatewayGoroutines(t testing.TB) {
 
 // client is a real WebSocket client (gobwas/ws) with a reader goroutine.
 type client struct {
-	t      testing.TB
-	conn   net.Conn
-	wmu    sync.Mutex
-	frames chan []byte
-	done   chan struct{}
-	code   ws.StatusCode // close code received; valid after done
+	t        testing.TB
+	conn     net.Conn
+	wmu      sync.Mutex
+	frames   chan []byte
+	audience chan []byte // audience frames, kept apart: they come at any time
+	done     chan struct{}
+	code     ws.StatusCode // close code received; valid after done
 }
 
 type lockedRW struct {
@@ -244,7 +245,7 @@ func dialRaw(t testing.TB, url string) *client {
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
 	}
-	c := &client{t: t, conn: conn, frames: make(chan []byte, 1<<16), done: make(chan struct{})}
+	c := &client{t: t, conn: conn, frames: make(chan []byte, 1<<16), audience: make(chan []byte, 1<<10), done: make(chan struct{})}
 	t.Cleanup(func() { _ = conn.Close() })
 	return c
 }
@@ -257,7 +258,42 @@ func (c *client) readLoop() {
 			c.code = code
 			return
 		}
+		if bytes.HasPrefix(p, []byte(`{"type":"audience"`)) {
+			select {
+			case c.audience <- p:
+			default: // nobody looks: keep the latest ones
+				<-c.audience
+				c.audience <- p
+			}
+			continue
+		}
 		c.frames <- p
+	}
+}
+
+// nextAudience waits up to d for an audience frame matching want.
+func (c *client) nextAudience(d time.Duration, want func(players, spectators int) bool) map[string]any {
+	c.t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case p := <-c.audience:
+			var m map[string]any
+			if err := json.Unmarshal(p, &m); err != nil {
+				c.t.Fatalf("audience frame %q: %v", p, err)
+			}
+			if _, ok := m["msg_id"]; ok {
+				c.t.Fatalf("audience frame with a msg_id: %s", p)
+			}
+			pl, _ := m["players"].(float64)
+			sp, _ := m["spectators"].(float64)
+			if want(int(pl), int(sp)) {
+				return m
+			}
+		case <-deadline:
+			c.t.Fatal("no matching audience frame in time")
+			return nil
+		}
 	}
 }
 

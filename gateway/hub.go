@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -27,6 +29,15 @@ type hub struct {
 	// Guarded by mu.
 	clients map[*conn]struct{}
 	last    uint64 // msg_id of the last message fanned out
+	closed  bool   // the last client left; the hub is gone
+	// The audience (see audience.go).
+	players, spectators         int                      // this gateway's joined clients, by role
+	remote                      map[string]audienceCount // other gateways' counts, by instance
+	sentPlayers, sentSpectators int                      // the audience last sent to clients; -1: none yet
+	pubPlayers, pubSpectators   int                      // the count last published; -1: none yet
+	pubForce, pubHello          bool                     // publish on the next tick (hello: ask others for theirs)
+	audSub                      *nats.Subscription
+	audSubject                  string
 }
 
 // onMsg fans one ordered message out to every client of the game. It runs
@@ -56,7 +67,8 @@ func (g *Gateway) acquireHub(ctx context.Context, game string) (*hub, error) {
 		}
 		return h, nil
 	}
-	h = &hub{game: game, ready: make(chan struct{}), refs: 1, clients: make(map[*conn]struct{})}
+	h = &hub{game: game, ready: make(chan struct{}), refs: 1, clients: make(map[*conn]struct{}),
+		sentPlayers: -1, sentSpectators: -1, pubPlayers: -1, pubSpectators: -1}
 	g.hubs[game] = h
 	g.mu.Unlock()
 
@@ -68,6 +80,7 @@ func (g *Gateway) acquireHub(ctx context.Context, game string) (*hub, error) {
 		h.last = max(h.last, last)
 		h.mu.Unlock()
 		g.m.gamesHosted(1)
+		g.aud.open(h)
 	}
 	close(h.ready)
 	if h.err != nil {
@@ -87,6 +100,10 @@ func (g *Gateway) releaseHub(h *hub) {
 	}
 	g.mu.Unlock()
 	if last && h.err == nil {
+		h.mu.Lock()
+		h.closed = true
+		h.mu.Unlock()
+		g.aud.release(h)
 		h.cancel()
 		h.feed.Close()
 		g.m.gamesHosted(-1)

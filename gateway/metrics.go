@@ -18,6 +18,7 @@ type Metrics struct {
 	Closes        *prometheus.CounterVec // by reason
 	Dropped       *prometheus.CounterVec // by reason
 	Errors        *prometheus.CounterVec // by code
+	Refused       *prometheus.CounterVec // by reason
 }
 
 // NewMetrics creates the gateway's metrics and registers them on reg.
@@ -44,10 +45,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gamerelay_gateway_dropped_total", Help: "Game messages not written to a client, by reason (the client resumes with since)."}, []string{"reason"}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gamerelay_gateway_errors_total", Help: "Error frames sent to clients, by code."}, []string{"code"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gamerelay_gateway_refused_total", Help: "Connections and joins refused by a limit, by reason."}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.GamesHosted, m.MessagesIn, m.MessagesOut, m.BytesOut,
-			m.AppendSeconds, m.AppendErrors, m.Closes, m.Dropped, m.Errors)
+			m.AppendSeconds, m.AppendErrors, m.Closes, m.Dropped, m.Errors, m.Refused)
 	}
 	return m
 }
@@ -98,5 +101,11 @@ func (m *Metrics) dropped(reason string) {
 func (m *Metrics) error(code string) {
 	if m != nil {
 		m.Errors.WithLabelValues(code).Inc()
+	}
+}
+
+func (m *Metrics) refused(reason string) {
+	if m != nil {
+		m.Refused.WithLabelValues(reason).Inc()
 	}
 }

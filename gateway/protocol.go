@@ -31,15 +31,19 @@ const (
 
 // request is a decoded client frame.
 type request struct {
-	kind  kind
-	body  []byte // kindGame: the object as sent (validated)
-	game  string // kindJoin
-	token string // kindJoin
-	since uint64 // kindJoin
+	kind    kind
+	body    []byte // kindGame: the object as sent (validated)
+	game    string // kindJoin
+	token   string // kindJoin
+	since   uint64 // kindJoin
+	history int64  // kindJoin: replay at most this many messages; -1: no bound
 }
 
+// maxHistory bounds the "history" of a join.
+const maxHistory = 1_000_000
+
 // reservedTypes may not be sent by clients as game messages.
-var reservedTypes = [...]string{"joined", "created", "error", "presence", "game_created", "game_ended"}
+var reservedTypes = [...]string{"joined", "created", "error", "presence", "audience", "game_created", "game_ended"}
 
 // reservedFields may never be set by clients.
 var reservedFields = [...]string{"msg_id", "client_id", "ts", "user", "source"}
@@ -54,8 +58,10 @@ func decodeRequest(payload []byte) (request, *protoError) {
 		room     []byte
 		token    []byte
 		since    []byte
+		history  []byte
 		reserved []byte
 	)
+	req.history = -1
 	err := jsonobj.Scan(payload, func(k, v []byte) error {
 		switch {
 		case jsonobj.KeyEquals(k, "type"):
@@ -68,6 +74,8 @@ func decodeRequest(payload []byte) (request, *protoError) {
 			token = v
 		case jsonobj.KeyEquals(k, "since"):
 			since = v
+		case jsonobj.KeyEquals(k, "history"):
+			history = v
 		default:
 			for _, f := range reservedFields {
 				if jsonobj.KeyEquals(k, f) {
@@ -119,6 +127,13 @@ func decodeRequest(payload []byte) (request, *protoError) {
 				return req, perr(wire.CodeInvalidMessage, `"since" must be a non-negative integer`)
 			}
 			req.since = n
+		}
+		if history != nil && string(history) != "null" {
+			n, err := strconv.ParseUint(string(history), 10, 64)
+			if err != nil || n > maxHistory {
+				return req, perr(wire.CodeInvalidMessage, `"history" must be an integer from 0 to `+strconv.Itoa(maxHistory))
+			}
+			req.history = int64(n)
 		}
 		return req, nil
 	case "create":
@@ -182,7 +197,7 @@ func errorFrame(code, msg string) []byte {
 	return append(b, '}')
 }
 
-func joinedFrame(game, clientID, role string, head uint64) []byte {
+func joinedFrame(game, clientID, role string, head, since uint64) []byte {
 	b := []byte(`{"type":"joined","game":`)
 	b = appendJSONString(b, game)
 	b = append(b, `,"client_id":`...)
@@ -191,6 +206,8 @@ func joinedFrame(game, clientID, role string, head uint64) []byte {
 	b = appendJSONString(b, role)
 	b = append(b, `,"head":`...)
 	b = strconv.AppendUint(b, head, 10)
+	b = append(b, `,"since":`...)
+	b = strconv.AppendUint(b, since, 10)
 	return append(b, '}')
 }
 
@@ -204,17 +221,24 @@ func createdFrame(game, join, watch string) []byte {
 	return append(b, '}')
 }
 
-// presenceBody is the system message announcing a client joining or leaving.
-func presenceBody(event, clientID, role, user string) []byte {
-	b := []byte(`{"type":"presence","event":`)
-	b = appendJSONString(b, event)
-	b = append(b, `,"client":`...)
-	b = appendJSONString(b, clientID)
-	b = append(b, `,"role":`...)
-	b = appendJSONString(b, role)
-	if user != "" {
-		b = append(b, `,"user":`...)
-		b = appendJSONString(b, user)
+// presenceBody is the system message announcing players joining and
+// leaving, in the order they did.
+func presenceBody(events []presenceEvent) []byte {
+	b := make([]byte, 0, 64+len(events)*48)
+	b = append(b, `{"type":"presence","events":[`...)
+	for i, ev := range events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"event":`...)
+		b = appendJSONString(b, ev.event)
+		b = append(b, `,"client":`...)
+		b = appendJSONString(b, ev.client)
+		if ev.user != "" {
+			b = append(b, `,"user":`...)
+			b = appendJSONString(b, ev.user)
+		}
+		b = append(b, '}')
 	}
-	return append(b, `,"client_id":""}`...)
+	return append(b, `],"client_id":""}`...)
 }

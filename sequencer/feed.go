@@ -100,6 +100,16 @@ func NewFeeds(nc *nats.Conn, cfg Config, fc FeedConfig) (*Feeds, error) {
 // Reader returns the Reader the feeds use for history.
 func (fs *Feeds) Reader() *Reader { return fs.reader }
 
+// Conn returns the connection the feeds subscribe on. Gateways exchange
+// their audience counts on it too.
+func (fs *Feeds) Conn() *nats.Conn { return fs.nc }
+
+// Names returns the installation's subject and stream names.
+func (fs *Feeds) Names() wire.Names { return fs.names }
+
+// Partitions returns the number of partitions games hash onto.
+func (fs *Feeds) Partitions() int { return fs.parts }
+
 // Recheck makes every feed re-read its game's head. Call it after the NATS
 // connection reconnected: core subscriptions lose messages while down.
 func (fs *Feeds) Recheck() { fs.recheck(func(*Feed) bool { return true }) }

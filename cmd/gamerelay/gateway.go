@@ -37,6 +37,8 @@ type gatewayFlags struct {
 	queueBytes     int
 	rate           float64
 	burst          int
+	joinRate       float64
+	joinBurst      int
 	maxPerGame     int
 	ping           time.Duration
 	drain          time.Duration
@@ -62,6 +64,8 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "on SIGTERM, time to close clients (1001) and finish in-flight appends")
 	fs.Var(&f.apiKeys, "api-key", "NAME=KEY for the backend HTTP API at /v1 (repeatable; also $GAMERELAY_API_KEYS=NAME=KEY,NAME2=KEY2); no key: no API")
 	if !dev {
+		fs.Float64Var(&f.joinRate, "join-rate", 20, "joins per second from one source address (0: no limit)")
+		fs.IntVar(&f.joinBurst, "join-burst", 100, "joins one source address may make at once above --join-rate")
 		fs.BoolVar(&f.anonymous, "allow-anonymous", false, "let clients join without a token (as players)")
 		fs.BoolVar(&f.create, "allow-create", false, `enable {"type":"create"} (needs --token-secret)`)
 		fs.BoolVar(&f.embedSequencer, "embed-sequencer", false, "also run the sequencer service in this process")
@@ -102,6 +106,8 @@ func (f *gatewayFlags) config(log *slog.Logger, m *gateway.Metrics) (gateway.Con
 		SendQueueBytes:    f.queueBytes,
 		Rate:              f.rate,
 		Burst:             f.burst,
+		JoinRate:          f.joinRate,
+		JoinBurst:         f.joinBurst,
 		MaxClientsPerGame: f.maxPerGame,
 		PingInterval:      f.ping,
 		Logger:            log,

@@ -182,6 +182,8 @@ func (c *bclient) readLoop() {
 		case "error":
 			c.errs[strAfter(p, keyCode)]++
 			continue
+		case "audience": // ephemeral counts, not part of the log
+			continue
 		}
 		id := intAfter(p, keyMsgID, true)
 		if id <= 0 {

@@ -92,6 +92,16 @@ func (n Names) LiveFilter(p int) string { return n.ns() + ".live." + strconv.Ito
 // AppendSubject is the request subject of partition p's sequencer: "<ns>.append.<p>".
 func (n Names) AppendSubject(p int) string { return n.ns() + ".append." + strconv.Itoa(p) }
 
+// AudienceSubject is where gateways publish how many players and spectators
+// of a game they host: "<ns>.audience.<p>.<game>".
+func (n Names) AudienceSubject(p int, game string) string {
+	return n.ns() + ".audience." + strconv.Itoa(p) + "." + game
+}
+
+// AudienceAlive is where every gateway announces, every second, that its
+// audience counts still hold: "<ns>.audience.alive".
+func (n Names) AudienceAlive() string { return n.ns() + ".audience.alive" }
+
 // History is the request subject of the archiver's history API: "<ns>.history".
 func (n Names) History() string { return n.ns() + ".history" }
 
@@ -135,7 +145,7 @@ var Reserved = [...]string{"msg_id", "client_id", "ts", "user", "source"}
 
 // Reserved message types: a client may not send these.
 // game_created and game_ended are system messages of the backend API.
-var ReservedTypes = [...]string{"join", "joined", "create", "created", "error", "presence", "game_created", "game_ended"}
+var ReservedTypes = [...]string{"join", "joined", "create", "created", "error", "presence", "audience", "game_created", "game_ended"}
 
 // StoredTS returns a stored message's append time: the Gr-Ts header value
 // hdr if it has one (messages stored before 2026-11-30), else the stamped

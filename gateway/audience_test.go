@@ -1,0 +1,268 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gamerelay/gamerelay/internal/wire"
+)
+
+// Spectators only receive: joining and leaving costs the log nothing, and
+// they show in the audience instead.
+func TestSpectatorsNeverWriteToTheLog(t *testing.T) {
+	s := newSystem(t, 1, Config{AudienceInterval: 20 * time.Millisecond})
+	const game = "watched"
+	player := dial(t, s.gws[0].url)
+	player.send(joinMsg(game, mint(t, testSecret, game, RolePlayer, time.Hour), 0))
+	player.expect("joined")
+	player.send(`{"type":"start"}`)
+	var head uint64
+	for head == 0 {
+		if m := player.next(10 * time.Second); m["type"] == "start" {
+			head = id(m)
+		}
+	}
+	watch := mint(t, testSecret, game, RoleSpectator, time.Hour)
+	for i := 0; i < 100; i++ {
+		c := dial(t, s.gws[0].url)
+		c.send(joinMsg(game, watch, head))
+		c.expect("joined")
+		c.send(`{"type":"bye"}`) // a spectator cannot send either
+		c.expect("error", wire.CodeForbidden)
+		_ = c.conn.Close()
+	}
+	// Ten spectators stay: the player sees them counted, and the log has
+	// not moved.
+	var stay []*client
+	for i := 0; i < 10; i++ {
+		c := dial(t, s.gws[0].url)
+		c.send(joinMsg(game, watch, head))
+		c.expect("joined")
+		stay = append(stay, c)
+	}
+	player.nextAudience(10*time.Second, func(p, sp int) bool { return p == 1 && sp == 10 })
+	stay[0].nextAudience(10*time.Second, func(p, sp int) bool { return p == 1 && sp == 10 })
+	player.send(`{"type":"marker"}`)
+	m := player.next(10 * time.Second)
+	if m["type"] != "marker" || id(m) != head+1 {
+		t.Fatalf("after 110 spectator joins the next message is %v, want the marker at msg_id %d", m, head+1)
+	}
+	for _, c := range stay {
+		_ = c.conn.Close()
+	}
+	player.nextAudience(10*time.Second, func(p, sp int) bool { return p == 1 && sp == 0 })
+}
+
+// Players' joins are coalesced: the first goes at once, alone; those of a
+// crowd arriving together share presence messages; every join is listed
+// exactly once.
+func TestPlayerPresenceCoalesced(t *testing.T) {
+	s := newSystem(t, 2, Config{AllowAnonymous: true})
+	const game, crowd = "lobby", 60
+	first := dial(t, s.gws[0].url)
+	first.send(`{"type":"join","game":"` + game + `"}`)
+	fid := first.expect("joined")["client_id"]
+	if evs := presenceEvents(t, first.expect("presence"), "join"); len(evs) != 1 || evs[0]["client"] != fid {
+		t.Fatalf("first join: %v", evs)
+	}
+	var wg sync.WaitGroup
+	ids := make(chan string, crowd)
+	for i := 0; i < crowd; i++ {
+		wg.Go(func() {
+			c := dial(t, s.gws[i%2].url)
+			c.send(`{"type":"join","game":"` + game + `","since":1}`)
+			ids <- c.expect("joined")["client_id"].(string)
+		})
+	}
+	wg.Wait()
+	close(ids)
+	want := map[string]bool{}
+	for id := range ids {
+		want[id] = true
+	}
+	seen, messages := map[string]bool{}, 0
+	for len(seen) < crowd {
+		m := first.next(20 * time.Second)
+		if m["type"] != "presence" {
+			t.Fatalf("unexpected %v", m)
+		}
+		messages++
+		for _, ev := range presenceEvents(t, m, "join") {
+			cid := ev["client"].(string)
+			if !want[cid] || seen[cid] {
+				t.Fatalf("join of %s unexpected or listed twice (message %v)", cid, m)
+			}
+			seen[cid] = true
+		}
+	}
+	// Each gateway's first event goes alone; the rest share messages.
+	if messages > crowd/3 {
+		t.Fatalf("%d joins took %d presence messages: not coalesced", crowd, messages)
+	}
+	t.Logf("%d joins on 2 gateways: %d presence messages", crowd, messages)
+}
+
+// A player's own join is in the log before its first message, even in a
+// game so busy that its join waits in a long coalescing window.
+func TestPlayerJoinPrecedesItsFirstMessage(t *testing.T) {
+	s := newSystem(t, 1, Config{AllowAnonymous: true})
+	const game, players = "busy", 40
+	watcher := dial(t, s.gws[0].url)
+	watcher.send(`{"type":"join","game":"` + game + `"}`)
+	watcher.expect("joined")
+	var wg sync.WaitGroup
+	for i := 0; i < players; i++ {
+		wg.Go(func() {
+			c := dial(t, s.gws[0].url)
+			c.send(`{"type":"join","game":"` + game + `","since":1000000}`)
+			c.expect("joined")
+			c.send(fmt.Sprintf(`{"type":"hello","i":%d}`, i))
+		})
+	}
+	wg.Wait()
+	joined := map[string]bool{}
+	hellos := 0
+	for hellos < players {
+		m := watcher.next(20 * time.Second)
+		switch m["type"] {
+		case "presence":
+			for _, ev := range presenceEvents(t, m, "join") {
+				joined[ev["client"].(string)] = true
+			}
+		case "hello":
+			hellos++
+			if cid := m["client_id"].(string); !joined[cid] {
+				t.Fatalf("message %v (msg_id %d) came before its sender's join", m, id(m))
+			}
+		}
+	}
+}
+
+// The audience counts players and spectators on every gateway; a gateway
+// that stops saying it is alive stops counting.
+func TestAudienceAcrossGateways(t *testing.T) {
+	s := newSystem(t, 2, Config{AudienceInterval: 20 * time.Millisecond, AudienceTTL: 2 * time.Second})
+	const game = "arena"
+	play := mint(t, testSecret, game, RolePlayer, time.Hour)
+	watch := mint(t, testSecret, game, RoleSpectator, time.Hour)
+	a := dial(t, s.gws[0].url)
+	a.send(joinMsg(game, play, 0))
+	a.expect("joined")
+	a.nextAudience(10*time.Second, func(p, sp int) bool { return p == 1 && sp == 0 })
+	var onB []*client
+	for _, tok := range []string{play, watch, watch} {
+		c := dial(t, s.gws[1].url)
+		c.send(joinMsg(game, tok, 0))
+		c.expect("joined")
+		onB = append(onB, c)
+	}
+	a.nextAudience(10*time.Second, func(p, sp int) bool { return p == 2 && sp == 2 })
+	onB[2].nextAudience(10*time.Second, func(p, sp int) bool { return p == 2 && sp == 2 })
+	// A spectator on B leaves: both gateways see it.
+	_ = onB[2].conn.Close()
+	a.nextAudience(10*time.Second, func(p, sp int) bool { return p == 2 && sp == 1 })
+	// B goes silent without a goodbye (its NATS connection is cut): A
+	// stops counting B's clients once B's counts expire.
+	s.gws[1].feeds.Conn().Close()
+	a.nextAudience(15*time.Second, func(p, sp int) bool { return p == 1 && sp == 0 })
+}
+
+// "history" bounds the replay of a join to the last N messages; "since"
+// still wins when it asks for less; joined says where the replay starts.
+func TestJoinWithHistory(t *testing.T) {
+	s := newSystem(t, 1, Config{AllowAnonymous: true})
+	const game = "chat"
+	p := dial(t, s.gws[0].url)
+	p.send(`{"type":"join","game":"` + game + `"}`)
+	p.expect("joined")
+	for k := 0; k < 30; k++ {
+		p.send(fmt.Sprintf(`{"type":"say","k":%d}`, k))
+	}
+	var head uint64
+	for head == 0 {
+		if m := p.next(10 * time.Second); m["k"] == float64(29) {
+			head = id(m)
+		}
+	}
+	// Anonymous joiners are players: each adds a presence message, so
+	// every case reads the head from its own joined frame.
+	for _, tc := range []struct {
+		name  string
+		join  func(head uint64) string
+		since func(head uint64) uint64
+	}{
+		{"last ten", func(uint64) string { return `{"type":"join","game":"chat","history":10}` },
+			func(h uint64) uint64 { return h - 10 }},
+		{"from the head", func(uint64) string { return `{"type":"join","game":"chat","history":0}` },
+			func(h uint64) uint64 { return h }},
+		{"more than there is", func(uint64) string { return `{"type":"join","game":"chat","history":100000}` },
+			func(uint64) uint64 { return 0 }},
+		{"since asks for less", func(h uint64) string {
+			return fmt.Sprintf(`{"type":"join","game":"chat","history":10,"since":%d}`, h-3)
+		}, func(h uint64) uint64 { return h - 3 }},
+		{"since asks for more", func(h uint64) string {
+			return fmt.Sprintf(`{"type":"join","game":"chat","history":10,"since":%d}`, h-20)
+		}, func(h uint64) uint64 { return h - 10 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, s.gws[0].url)
+			c.send(tc.join(head))
+			j := c.expect("joined")
+			h := uint64(j["head"].(float64))
+			if h < head {
+				t.Fatalf("joined %v: head below %d", j, head)
+			}
+			// "since" cases were written for head; the head can only have
+			// moved by presence messages since.
+			want := tc.since(h)
+			if strings.Contains(tc.name, "since asks") {
+				want = tc.since(head)
+				if tc.name == "since asks for more" {
+					want = h - 10
+				}
+			}
+			if got := uint64(j["since"].(float64)); got != want {
+				t.Fatalf("joined %v: since %d, want %d", j, got, want)
+			}
+			if want < h {
+				collect(t, c, want+1, h)
+			}
+			c.send(`{"type":"mark"}`)
+			if m := nextNotPresence(c); m["type"] != "mark" {
+				t.Fatalf("after the replay: %v, want the next live message", m)
+			}
+			_ = c.conn.Close()
+			for m := nextNotPresence(p); m["type"] != "mark"; m = nextNotPresence(p) {
+			}
+			head = h
+		})
+	}
+	for _, bad := range []string{`-1`, `1.5`, `"10"`, `true`, `1000001`, `99999999999999999999`} {
+		c := dial(t, s.gws[0].url)
+		c.send(`{"type":"join","game":"chat","history":` + bad + `}`)
+		if e := c.expect("error", wire.CodeInvalidMessage); !strings.Contains(e["message"].(string), "history") {
+			t.Fatalf("history %s: %v", bad, e)
+		}
+		_ = c.conn.Close()
+	}
+}
+
+// Joins from one source address are limited when JoinRate is set; each
+// refusal is counted.
+func TestJoinRatePerAddress(t *testing.T) {
+	s := newSystem(t, 1, Config{AllowAnonymous: true, JoinRate: 0.01, JoinBurst: 3})
+	for i := 0; i < 3; i++ {
+		c := dial(t, s.gws[0].url)
+		c.send(`{"type":"join","game":"door"}`)
+		c.expect("joined")
+	}
+	c := dial(t, s.gws[0].url)
+	c.send(`{"type":"join","game":"door"}`)
+	c.expect("error", wire.CodeRateLimited)
+	if got := testutilValue(s.gws[0].metrics.Refused.WithLabelValues("join_rate")); got < 1 {
+		t.Fatalf("refused joins counted %v", got)
+	}
+}
