@@ -40,11 +40,11 @@ type Appender struct {
 	// Static after construction.
 	cfg      Config
 	names    wire.Names
-	st       *store
-	heads    jetstream.KeyValue
+	st       logStore
+	heads    headStore
 	log      *slog.Logger
 	m        *Metrics
-	live     *nats.Conn      // where live copies are published
+	live     publisher       // where live copies are published
 	feeds    *Feeds          // this process's feeds, if any (Service.LocalFeeds)
 	batchSem []chan struct{} // per partition: atomic batches in flight
 	idPrefix string
@@ -83,8 +83,24 @@ type gameState struct {
 
 type pending struct {
 	body  []byte
-	idem  string
+	idem  string // the caller's key, or one made up for it
+	key   string // its Nats-Msg-Id: the game and idem, so keys of different games never meet
 	calls []func(Result, error)
+
+	// Owned by whoever appends it (flush goroutine or inline caller).
+	since time.Time // first publish since it was last looked for in the log; zero: none
+	after uint64    // the game's last stream sequence at that publish
+}
+
+// headStore keeps the heads checkpoints; jetstream.KeyValue implements it.
+type headStore interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+}
+
+// publisher publishes live copies; *nats.Conn implements it.
+type publisher interface {
+	PublishMsg(m *nats.Msg) error
 }
 
 // NewAppender returns an Appender publishing through nc. The streams and
@@ -102,14 +118,20 @@ func NewAppender(ctx context.Context, nc *nats.Conn, cfg Config) (*Appender, err
 	if err != nil {
 		return nil, errors.Join(errors.New("sequencer: open heads bucket (run Provision first)"), err)
 	}
+	return newAppender(cfg, newStore(nc, cfg.names(), cfg.RequestTimeout), heads, nc), nil
+}
+
+// newAppender returns an Appender over st, heads and live; cfg has its
+// defaults.
+func newAppender(cfg Config, st logStore, heads headStore, live publisher) *Appender {
 	a := &Appender{
 		cfg:         cfg,
 		names:       cfg.names(),
-		st:          newStore(nc, cfg.names(), cfg.RequestTimeout),
+		st:          st,
 		heads:       heads,
 		log:         cfg.Logger,
 		m:           cfg.Metrics,
-		live:        nc,
+		live:        live,
 		batchSem:    make([]chan struct{}, cfg.Partitions),
 		idPrefix:    nuid.Next() + "-",
 		games:       make(map[string]*gameState),
@@ -122,7 +144,7 @@ func NewAppender(ctx context.Context, nc *nats.Conn, cfg Config) (*Appender, err
 	a.wg.Add(2)
 	go a.janitor()
 	go a.checkpointer()
-	return a, nil
+	return a
 }
 
 // Append appends body (a JSON object, see ValidateBody) to the game's log and
@@ -264,7 +286,9 @@ func (a *Appender) enqueue(game string, body []byte, idem string, done func(Resu
 	p := &pending{body: body, idem: idem, calls: []func(Result, error){done}}
 	if idem == "" {
 		p.idem = a.idPrefix + strconv.FormatUint(a.idSeq.Add(1), 36)
+		p.key = p.idem
 	} else {
+		p.key = game + "/" + idem
 		if g.byIdem == nil {
 			g.byIdem = make(map[string]*pending)
 		}
@@ -368,6 +392,13 @@ func (a *Appender) settle(g *gameState, batch []*pending, res []Result, errs []e
 // back-off). With once set it makes one attempt and reports ok false if that
 // did not settle the batch. A publish waits at most until deadline (if not
 // zero) or the request timeout.
+//
+// A retry reuses the messages' Nats-Msg-Ids, so JetStream stores each at
+// most once — but it remembers them only for its duplicate window. Before a
+// message whose first attempt lies more than three quarters of that window
+// back is sent again, the game's messages stored since are read from the
+// stream leader: if it is among them, that is its outcome; if not, it was
+// never stored, and it is sent afresh.
 func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pending, first int, once bool) (res []Result, errs []error, ok bool) {
 	res = make([]Result, len(batch))
 	errs = make([]error, len(batch))
@@ -388,22 +419,47 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 				continue
 			}
 		}
+		if a.pastHorizon(batch) {
+			found, err := a.verify(g, batch, res)
+			if err != nil {
+				a.retried("verify")
+				a.log.Debug("sequencer: look for a message past the duplicate window", "game", g.name, "err", err)
+				continue
+			}
+			if n := count(found); n > 0 {
+				// Stored by an earlier attempt; append what was not.
+				rest := make([]*pending, 0, len(batch)-n)
+				at := make([]int, 0, len(batch)-n)
+				for i, p := range batch {
+					if !found[i] {
+						rest, at = append(rest, p), append(at, i)
+					}
+				}
+				if len(rest) > 0 {
+					r, e, _ := a.appendBatch(time.Time{}, g, rest, 0, false)
+					for j, i := range at {
+						res[i], errs[i] = r[j], e[j]
+					}
+				}
+				return res, errs, true
+			}
+			if !g.known {
+				continue // verify read the log: re-read the head before publishing
+			}
+		}
 		msgs, ack, ts, err := a.publish(deadline, g, batch)
 		if err == nil {
 			if ack.Duplicate {
-				// Only a single publish is answered this way.
+				// Only a single publish is answered this way: an earlier
+				// attempt stored it, so the head moved without us.
+				g.known = false
 				st, err := a.duplicate(g, ack.Seq)
 				if err != nil {
 					a.retried("duplicate_lookup")
 					continue
 				}
 				res[0] = Result{MsgID: st.ID, Seq: st.Seq, TS: st.TS, Duplicate: true}
-				// If the first attempt's ack was lost, so was its live copy.
-				// Its predecessor is not known here: naming the message
-				// itself matches no feed's position, so feeds read from the
-				// stream what they lack.
-				dup := &nats.Msg{Header: nats.Header{wire.HdrMsgID: {strconv.FormatUint(st.ID, 10)}}, Data: st.Data}
-				a.announce(g, []*nats.Msg{dup}, st.Seq, []Stored{st})
+				a.announceFound(g, st)
 				return res, errs, true
 			}
 			prevSeq, stored := a.advance(g, batch, ack.Seq, ts, res)
@@ -412,7 +468,7 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 		}
 		code := errCode(err)
 		switch code {
-		case errCodeWrongLastSeq, errCodeWrongLastSeqConst, errCodeLastSeqNotReady:
+		case int(jetstream.JSErrCodeStreamWrongLastSequence), int(jetstream.JSErrCodeStreamWrongLastSequenceConstant), errCodeLastSeqNotReady:
 			g.known = false
 			if a.m != nil {
 				a.m.Conflicts.WithLabelValues(strconv.Itoa(code)).Inc()
@@ -453,6 +509,80 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 		a.retried("transport")
 		a.log.Debug("sequencer: publish", "game", g.name, "err", err, "attempt", attempt)
 	}
+}
+
+func count(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// horizon is how long after a message's first publish a retry may rely on
+// JetStream's duplicate window to recognise it.
+func (a *Appender) horizon() time.Duration { return a.cfg.DuplicateWindow * 3 / 4 }
+
+// pastHorizon reports whether a message of batch was first published more
+// than the horizon ago.
+func (a *Appender) pastHorizon(batch []*pending) bool {
+	for _, p := range batch {
+		if !p.since.IsZero() && time.Since(p.since) > a.horizon() {
+			return true
+		}
+	}
+	return false
+}
+
+// verify looks for batch's messages, by Nats-Msg-Id, among the game's
+// messages stored after the head their first publishes started from,
+// reading from the stream leader. It fills res for the messages found and
+// makes the others count as never sent. g's head is re-read afterwards.
+func (a *Appender) verify(g *gameState, batch []*pending, res []Result) (found []bool, err error) {
+	want := make(map[string]int, len(batch))
+	after := uint64(0)
+	for i, p := range batch {
+		if p.since.IsZero() {
+			continue
+		}
+		if len(want) == 0 || p.after < after {
+			after = p.after
+		}
+		want[p.key] = i
+	}
+	found = make([]bool, len(batch))
+	var stored []Stored
+	for seq := after + 1; len(want) > 0; {
+		st, err := a.st.nextFromLeader(a.ctx, g.p, g.name, seq)
+		if errors.Is(err, errNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if i, ok := want[st.key]; ok {
+			res[i] = Result{MsgID: st.ID, Seq: st.Seq, TS: st.TS, Duplicate: true}
+			found[i] = true
+			delete(want, st.key)
+			stored = append(stored, st)
+		}
+		seq = st.Seq + 1
+	}
+	if a.m != nil {
+		a.m.Verified.WithLabelValues(strconv.FormatBool(len(stored) > 0)).Inc()
+	}
+	for i, p := range batch {
+		if !found[i] {
+			p.since = time.Time{}
+		}
+	}
+	g.known = false
+	for _, st := range stored {
+		a.announceFound(g, st)
+	}
+	return found, nil
 }
 
 func (a *Appender) retried(reason string) {
@@ -518,10 +648,14 @@ func (a *Appender) refresh(g *gameState, fromLeader bool) error {
 // publish stamps and sends batch: one checked publish, or an atomic batch
 // whose first message carries the check.
 func (a *Appender) publish(deadline time.Time, g *gameState, batch []*pending) ([]*nats.Msg, *pubAck, int64, error) {
-	ts := time.Now().UnixMilli()
+	now := time.Now()
+	ts := now.UnixMilli()
 	first := g.lastID + 1
 	msgs := make([]*nats.Msg, len(batch))
 	for i, p := range batch {
+		if p.since.IsZero() {
+			p.since, p.after = now, g.lastSeq
+		}
 		id := first + uint64(i)
 		// One array holds every header value: one allocation, not four.
 		// The append time is in the stamped body only (wire.StampedTS).
@@ -532,14 +666,14 @@ func (a *Appender) publish(deadline time.Time, g *gameState, batch []*pending) (
 		}
 		h := make(nats.Header, 8)
 		set(h, wire.HdrMsgID, strconv.FormatUint(id, 10))
-		set(h, "Nats-Msg-Id", p.idem)
+		set(h, nats.MsgIdHdr, p.key)
 		if back := anchorBack(id, first); back > 0 {
 			set(h, wire.HdrAnchor, "-"+strconv.FormatUint(back, 10))
 		} else if id > 1 && g.pageSeq != 0 {
 			set(h, wire.HdrAnchor, strconv.FormatUint(g.pageSeq, 10))
 		}
 		if i == 0 {
-			set(h, "Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(g.lastSeq, 10))
+			set(h, nats.ExpectedLastSubjSeqHdr, strconv.FormatUint(g.lastSeq, 10))
 		}
 		msgs[i] = &nats.Msg{Subject: g.subject, Header: h, Data: stamp(make([]byte, 0, len(p.body)+40), p.body, id, ts)}
 	}
@@ -639,8 +773,8 @@ func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stor
 	}
 	for i, m := range msgs {
 		h := m.Header
-		delete(h, "Nats-Msg-Id")
-		delete(h, "Nats-Expected-Last-Subject-Sequence")
+		delete(h, nats.MsgIdHdr)
+		delete(h, nats.ExpectedLastSubjSeqHdr)
 		vals := make([]string, 3) // one allocation for the new values
 		vals[0] = strconv.FormatUint(stored[i].Seq, 10)
 		vals[1] = strconv.FormatUint(prevSeq, 10)
@@ -656,6 +790,15 @@ func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stor
 			a.log.Debug("sequencer: publish live copy", "game", g.name, "err", err)
 		}
 	}
+}
+
+// announceFound makes live a message an earlier attempt stored: that
+// attempt's ack, and so its live copy, may have been lost. Its predecessor
+// is not known here: naming the message itself matches no feed's
+// position, so feeds read from the stream what they lack.
+func (a *Appender) announceFound(g *gameState, st Stored) {
+	m := &nats.Msg{Header: nats.Header{wire.HdrMsgID: {strconv.FormatUint(st.ID, 10)}}, Data: st.Data}
+	a.announce(g, []*nats.Msg{m}, st.Seq, []Stored{st})
 }
 
 // duplicate reads the message JetStream recognised a publish as a
@@ -764,6 +907,6 @@ func (a *Appender) Close(ctx context.Context) error {
 	a.mu.Unlock()
 	a.cancel()
 	a.wg.Wait()
-	a.st.replies.close()
+	a.st.close()
 	return ctx.Err()
 }

@@ -8,6 +8,7 @@ type Metrics struct {
 	Appended        prometheus.Counter
 	AppendFailed    *prometheus.CounterVec // by code
 	Duplicates      prometheus.Counter
+	Verified        *prometheus.CounterVec // by found: messages looked for in the log past the duplicate window
 	Conflicts       *prometheus.CounterVec // by JetStream error code
 	Retries         *prometheus.CounterVec // by reason
 	BatchSize       prometheus.Histogram
@@ -29,6 +30,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gamerelay_sequencer_append_failed_total", Help: "Append requests refused or failed, by error code."}, []string{"code"}),
 		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gamerelay_sequencer_duplicates_total", Help: "Appends answered from JetStream's duplicate window (retried idempotency keys)."}),
+		Verified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gamerelay_sequencer_verified_total", Help: "Retried appends looked for in the log because their first attempt was older than the duplicate window allows relying on, by whether they were found (stored by an earlier attempt)."}, []string{"found"}),
 		Conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gamerelay_sequencer_conflicts_total", Help: "Checked publishes refused because the game's head moved, by JetStream error code."}, []string{"err_code"}),
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -53,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gamerelay_feeds_open", Help: "Games with an open live feed in this process."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Appended, m.AppendFailed, m.Duplicates, m.Conflicts, m.Retries, m.BatchSize,
+		reg.MustRegister(m.Appended, m.AppendFailed, m.Duplicates, m.Verified, m.Conflicts, m.Retries, m.BatchSize,
 			m.AppendLatency, m.PartitionsOwned, m.GamesActive, m.FeedGapsFilled, m.FeedDupsDropped,
 			m.FeedHeadChecks, m.FeedsOpen)
 	}

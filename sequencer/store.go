@@ -9,23 +9,45 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gamerelay/gamerelay/internal/jsonobj"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
-// JetStream error codes the sequencer acts on.
+// JetStream error codes the sequencer acts on, beyond those nats.go
+// exports (jetstream.JSErrCode…).
 const (
-	errCodeWrongLastSeq       = 10071 // expected last subject sequence does not match
-	errCodeWrongLastSeqConst  = 10164 // wrong last sequence (constant form, e.g. check in flight)
 	errCodeLastSeqNotReady    = 10163 // expected last sequence per subject temporarily unavailable
 	errCodeBatchDuplicate     = 10201 // atomic batch contains a duplicate Nats-Msg-Id
 	errCodeBatchIncomplete    = 10176 // atomic batch incomplete (lost intermediate message, timeout)
 	errCodeBatchTooMany       = 10210 // too many atomic batches in flight
-	errCodeNoMessageFound     = 10037
-	errCodeStreamNotFound     = 10059
-	errCodeClusterUnavailable = 10008
+	errCodeClusterUnavailable = 10008 // JetStream cluster not available (no quorum, leader election)
 )
+
+// logStore is what the Appender needs of the partition streams: *store
+// speaks JetStream; tests use fakes.
+type logStore interface {
+	// publish sends one message and waits, up to deadline (if not zero)
+	// or the request timeout, for its ack.
+	publish(deadline time.Time, m *nats.Msg) (*pubAck, error)
+	// publishBatch sends msgs as one atomic batch; the ack names the last.
+	publishBatch(deadline time.Time, batchID string, msgs []*nats.Msg) (*pubAck, error)
+	// last returns the game's last stored message (errNotFound: none); a
+	// replica may answer and trail the leader.
+	last(ctx context.Context, p int, game string) (Stored, error)
+	// lastFromLeader is last answered by the stream leader.
+	lastFromLeader(ctx context.Context, p int, game string) (Stored, error)
+	// bySeq reads the message stored at a stream sequence.
+	bySeq(ctx context.Context, p int, seq uint64) (Stored, error)
+	// nextFromLeader returns the game's first message stored at or after
+	// seq, answered by the stream leader (errNotFound: none).
+	nextFromLeader(ctx context.Context, p int, game string, seq uint64) (Stored, error)
+	// close releases what publishes hold.
+	close()
+}
+
+var _ logStore = (*store)(nil)
 
 // apiError is an error answered by the JetStream API.
 type apiError struct {
@@ -63,6 +85,8 @@ type Stored struct {
 	Anchor uint64 // absolute stream sequence of the anchor page start; 0 if none
 	TS     int64  // append time, Unix milliseconds
 	Data   []byte // the frame clients receive: the body plus msg_id and ts
+
+	key string // the Nats-Msg-Id it was stored with, where the read returns it
 }
 
 var errNotFound = errors.New("sequencer: message not found")
@@ -89,6 +113,9 @@ func (s *store) request(ctx context.Context, m *nats.Msg) (*nats.Msg, error) {
 	defer cancel()
 	return s.nc.RequestMsgWithContext(ctx, m)
 }
+
+// close unsubscribes the reply boxes of publishes.
+func (s *store) close() { s.replies.close() }
 
 func decodeAck(resp *nats.Msg) (*pubAck, error) {
 	if st := resp.Header.Get("Status"); st == "503" {
@@ -200,7 +227,7 @@ func parseStored(h nats.Header, data []byte, seqHdr string) (Stored, error) {
 	if err != nil || id == 0 {
 		return Stored{}, fmt.Errorf("sequencer: stored message %d has no valid %s header", seq, wire.HdrMsgID)
 	}
-	st := Stored{Seq: seq, ID: id, Data: data}
+	st := Stored{Seq: seq, ID: id, Data: data, key: h.Get(nats.MsgIdHdr)}
 	st.TS = wire.StoredTS(h.Get(wire.HdrTS), data)
 	if a := h.Get(wire.HdrAnchor); a != "" {
 		if a[0] == '-' {
@@ -230,7 +257,18 @@ func (s *store) last(ctx context.Context, p int, game string) (Stored, error) {
 
 // lastFromLeader is last answered by the stream leader only: never stale.
 func (s *store) lastFromLeader(ctx context.Context, p int, game string) (Stored, error) {
-	b, _ := json.Marshal(directReq{LastFor: s.names.LogSubject(p, game)})
+	return s.msgGet(ctx, p, directReq{LastFor: s.names.LogSubject(p, game)})
+}
+
+// nextFromLeader returns the game's first message at or after seq, from
+// the stream leader.
+func (s *store) nextFromLeader(ctx context.Context, p int, game string, seq uint64) (Stored, error) {
+	return s.msgGet(ctx, p, directReq{Seq: max(seq, 1), NextFor: s.names.LogSubject(p, game)})
+}
+
+// msgGet reads one message through the stream leader ($JS.API.STREAM.MSG.GET).
+func (s *store) msgGet(ctx context.Context, p int, req directReq) (Stored, error) {
+	b, _ := json.Marshal(req)
 	m := nats.NewMsg("$JS.API.STREAM.MSG.GET." + s.names.Stream(p))
 	m.Data = b
 	resp, err := s.request(ctx, m)
@@ -249,7 +287,7 @@ func (s *store) lastFromLeader(ctx context.Context, p int, game string) (Stored,
 		return Stored{}, fmt.Errorf("sequencer: decode msg get: %w", err)
 	}
 	if r.Error != nil {
-		if r.Error.ErrCode == errCodeNoMessageFound || r.Error.Code == 404 {
+		if r.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound) || r.Error.Code == 404 {
 			return Stored{}, errNotFound
 		}
 		return Stored{}, r.Error
