@@ -83,8 +83,11 @@ type conn struct {
 
 	// lastRead is when the reader last got a frame (Gateway.now), set once
 	// the connection joined; 0 before. keepalive closes the connection
-	// when it is older than two ping intervals.
-	lastRead atomic.Int64
+	// when it is older than two ping intervals, unless appending is set:
+	// the reader waits for the outcome of the client's message then, and
+	// reads the client's pongs afterwards.
+	lastRead  atomic.Int64
+	appending atomic.Bool
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -344,7 +347,7 @@ func (c *conn) writeJoin(bw *bufio.Writer, j *joinJob) (n, size int, err error) 
 		// The history could not be read: the client must not continue
 		// with a gap. It may retry the join.
 		c.g.log.Warn("gateway: replay failed", "game", j.game, "client", c.id, "err", err)
-		_ = writeText(bw, errorFrame(wire.CodeUnavailable, "history unavailable, reconnect with since="+strconv.FormatUint(j.since, 10)))
+		_ = writeText(bw, errorFrame(wire.CodeUnavailable, "history unavailable, reconnect with since="+strconv.FormatUint(j.since, 10), ""))
 		_, _ = bw.Write(ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(wire.CloseTryLater, "history unavailable"))))
 		_ = bw.Flush()
 		return n, size, errReplay
@@ -429,7 +432,11 @@ func (c *conn) ping() {
 }
 
 // sendError queues an error frame.
-func (c *conn) sendError(code, msg string) {
+func (c *conn) sendError(code, msg string) { c.sendErrorFor(code, msg, "") }
+
+// sendErrorFor queues an error frame about the game message with
+// idempotency key idem ("": none given).
+func (c *conn) sendErrorFor(code, msg, idem string) {
 	c.g.m.error(code)
-	c.enqueue(item{kind: itemFrame, frame: textFrame(errorFrame(code, msg))})
+	c.enqueue(item{kind: itemFrame, frame: textFrame(errorFrame(code, msg, idem))})
 }

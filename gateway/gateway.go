@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,7 +57,10 @@ type Config struct {
 	JoinTimeout time.Duration
 	// WriteTimeout bounds one write to a client. Default 10s.
 	WriteTimeout time.Duration
-	// AppendTimeout bounds one append to the log. Default 10s.
+	// AppendTimeout is how long the gateway keeps trying to store one
+	// client message (with the same idempotency key, through any
+	// sequencer) before it answers outcome_unknown. It must stay well
+	// within the log's duplicate window (2 minutes). Default 60s.
 	AppendTimeout time.Duration
 	// ReplayTimeout bounds a join's replay. Default 60s.
 	ReplayTimeout time.Duration
@@ -107,7 +112,7 @@ func (c Config) withDefaults() Config {
 		c.WriteTimeout = 10 * time.Second
 	}
 	if c.AppendTimeout == 0 {
-		c.AppendTimeout = 10 * time.Second
+		c.AppendTimeout = 60 * time.Second
 	}
 	if c.ReplayTimeout == 0 {
 		c.ReplayTimeout = 60 * time.Second
@@ -547,7 +552,7 @@ func lingerClose(nc net.Conn) {
 func (g *Gateway) handle(c *conn, p []byte) bool {
 	req, pe := decodeRequest(p)
 	if pe != nil {
-		c.sendError(pe.code, pe.msg)
+		c.sendErrorFor(pe.code, pe.msg, pe.idem)
 		return true
 	}
 	switch req.kind {
@@ -574,7 +579,7 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 		}
 		g.onSideStack(func() { g.create(c) })
 	case kindGame:
-		g.gameMessage(c, req.body)
+		g.gameMessage(c, req.body, req.idem)
 	}
 	return true
 }
@@ -603,18 +608,24 @@ func (g *Gateway) onSideStack(f func()) {
 	<-done
 }
 
-func (g *Gateway) gameMessage(c *conn, body []byte) {
+// gameMessage appends a player's message and waits until its outcome is
+// known: stored (it comes back through the feed), refused, or — after
+// AppendTimeout of retries with the same idempotency key — unknown. The
+// client's messages are appended one at a time, in the order it sent them.
+func (g *Gateway) gameMessage(c *conn, body []byte, idem string) {
 	switch {
 	case c.hub == nil:
-		c.sendError(wire.CodeNotJoined, "join a game first")
+		c.sendErrorFor(wire.CodeNotJoined, "join a game first", idem)
 		return
 	case c.role != RolePlayer:
-		c.sendError(wire.CodeForbidden, "spectators cannot send messages")
+		c.sendErrorFor(wire.CodeForbidden, "spectators cannot send messages", idem)
 		return
 	case g.cfg.Rate > 0 && !c.allow():
-		c.sendError(wire.CodeRateLimited, "too many messages; this one was dropped")
+		c.sendErrorFor(wire.CodeRateLimited, "too many messages; this one was dropped", idem)
 		return
 	}
+	c.appending.Store(true)
+	defer c.appending.Store(false)
 	if b := c.joinPresence; b != nil {
 		// The player's join goes into the log before its first message.
 		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
@@ -626,26 +637,48 @@ func (g *Gateway) gameMessage(c *conn, body []byte) {
 	// A player that sends reads through a buffer from now on (see
 	// frameReader); listeners never take one.
 	c.fr.buffered = true
-	idem := c.id + ":" + strconv.FormatUint(c.seq, 36)
+	key := messageKey(c, idem)
 	start := time.Now()
 	var err error
 	if g.timed != nil {
-		_, err = g.timed.AppendWithin(g.ctx, g.cfg.AppendTimeout, c.hub.game, gameBody(body, c.id, c.user), idem)
+		_, err = g.timed.AppendWithin(g.ctx, g.cfg.AppendTimeout, c.hub.game, gameBody(body, c.id, c.user), key)
 	} else {
 		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
-		_, err = g.app.Append(ctx, c.hub.game, gameBody(body, c.id, c.user), idem)
+		_, err = g.app.Append(ctx, c.hub.game, gameBody(body, c.id, c.user), key)
 		cancel()
 	}
 	g.m.appended(time.Since(start), err == nil)
-	if err != nil {
-		var se *sequencer.Error
-		if errors.As(err, &se) && se.Code != wire.CodeUnavailable {
-			c.sendError(se.Code, se.Msg)
-			return
-		}
-		g.log.Warn("gateway: append failed", "game", c.hub.game, "client", c.id, "err", err)
-		c.sendError(wire.CodeUnavailable, "the message could not be stored; send it again")
+	if err == nil {
+		return
 	}
+	var se *sequencer.Error
+	switch {
+	case errors.As(err, &se) && se.Code == wire.CodeUnavailable:
+		g.log.Warn("gateway: append refused", "game", c.hub.game, "client", c.id, "err", err)
+		c.sendErrorFor(wire.CodeUnavailable, "the message was not stored; send it again", idem)
+	case errors.As(err, &se) && se.Code != wire.CodeOutcomeUnknown:
+		c.sendErrorFor(se.Code, se.Msg, idem)
+	default:
+		g.log.Warn("gateway: append outcome unknown", "game", c.hub.game, "client", c.id, "err", err)
+		c.sendErrorFor(wire.CodeOutcomeUnknown, "no answer in time: the message may have been stored, and then appears in the game; sending it again with the same idem is harmless", idem)
+	}
+}
+
+// messageKey is the idempotency key of a client's message: its own idem,
+// scoped by the token's user (or to anonymous players), so that a resend
+// after any close — on any connection, any gateway — appends it at most
+// once; without one, a key of this connection's.
+func messageKey(c *conn, idem string) string {
+	if idem == "" {
+		return c.id + ":" + strconv.FormatUint(c.seq, 36)
+	}
+	if c.user != "" {
+		// A user name may hold any character: a digest keeps the key a
+		// safe header value.
+		sum := sha256.Sum256([]byte(c.user))
+		return "u:" + hex.EncodeToString(sum[:12]) + ":" + idem
+	}
+	return "a:" + idem
 }
 
 // allow takes a token from c's rate limiter, made full on first use (as it

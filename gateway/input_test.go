@@ -201,20 +201,24 @@ func TestCreateAndSpectate(t *testing.T) {
 	}
 }
 
-func TestOverloadedWhenNoSequencer(t *testing.T) {
+// With no sequencer at all, a message's outcome is unknown: the client is
+// told so, not told to send it again.
+func TestNoSequencerOutcomeUnknown(t *testing.T) {
 	s := newSystem(t, 1, Config{AllowAnonymous: true, AppendTimeout: 500 * time.Millisecond})
 	c := dial(t, s.gws[0].url)
 	c.send(`{"type":"join","game":"down"}`)
 	c.expect("joined")
 	s.stopSeq()
 	s.stopSeq = func() {}
-	time.Sleep(100 * time.Millisecond)
-	c.send(`{"type":"move"}`)
+	// No sequencer answers: whether the message was stored cannot be
+	// known, and the client must not be told to send it again as if it
+	// had not been. The error names the message by its idem.
+	c.send(`{"type":"move","idem":"m-1"}`)
 	for {
 		m := c.next(10 * time.Second)
 		if m["type"] == "error" {
-			if m["code"] != wire.CodeUnavailable {
-				t.Fatalf("got %v", m)
+			if m["code"] != wire.CodeOutcomeUnknown || m["idem"] != "m-1" {
+				t.Fatalf("got %v, want outcome_unknown for m-1", m)
 			}
 			return
 		}

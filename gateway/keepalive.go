@@ -31,7 +31,7 @@ func (g *Gateway) keepalive(stop <-chan struct{}, done chan<- struct{}) {
 		now := g.now()
 		g.mu.Lock()
 		for c := range g.conns {
-			if t := c.lastRead.Load(); t != 0 && now-t > limit {
+			if t := c.lastRead.Load(); t != 0 && now-t > limit && !c.appending.Load() {
 				dead = append(dead, c)
 			} else if c.bucket == n {
 				ping = append(ping, c)

@@ -14,6 +14,7 @@ type protoError struct {
 	code      string
 	msg       string
 	closeCode int
+	idem      string // the refused game message's idempotency key, if it had one
 }
 
 func (e *protoError) Error() string { return e.code + ": " + e.msg }
@@ -37,6 +38,27 @@ type request struct {
 	token   string // kindJoin
 	since   uint64 // kindJoin
 	history int64  // kindJoin: replay at most this many messages; -1: no bound
+	idem    string // kindGame: the client's idempotency key; "" if none
+}
+
+// maxIdem bounds a client's idempotency key.
+const maxIdem = 64
+
+// validIdem reports whether s may be an idempotency key: 1-64 of
+// A-Z a-z 0-9 and . _ : -.
+func validIdem(s string) bool {
+	if len(s) == 0 || len(s) > maxIdem {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // maxHistory bounds the "history" of a join.
@@ -59,6 +81,7 @@ func decodeRequest(payload []byte) (request, *protoError) {
 		token    []byte
 		since    []byte
 		history  []byte
+		idem     []byte
 		reserved []byte
 	)
 	req.history = -1
@@ -76,6 +99,8 @@ func decodeRequest(payload []byte) (request, *protoError) {
 			since = v
 		case jsonobj.KeyEquals(k, "history"):
 			history = v
+		case jsonobj.KeyEquals(k, "idem"):
+			idem = v
 		default:
 			for _, f := range reservedFields {
 				if jsonobj.KeyEquals(k, f) {
@@ -140,13 +165,24 @@ func decodeRequest(payload []byte) (request, *protoError) {
 		req.kind = kindCreate
 		return req, nil
 	}
+	if idem != nil {
+		k, ok := jsonobj.StringValue(idem)
+		if !ok || !validIdem(k) {
+			return req, perr(wire.CodeInvalidMessage, `"idem" must be a string of 1-64 of A-Z a-z 0-9 . _ : -`)
+		}
+		req.idem = k
+	}
 	for _, r := range reservedTypes {
 		if t == r {
-			return req, perr(wire.CodeReservedType, "type "+strconv.Quote(t)+" is sent only by gamerelay")
+			e := perr(wire.CodeReservedType, "type "+strconv.Quote(t)+" is sent only by gamerelay")
+			e.idem = req.idem
+			return req, e
 		}
 	}
 	if reserved != nil {
-		return req, perr(wire.CodeReservedField, "field "+strconv.Quote(string(reserved))+" is set by gamerelay")
+		e := perr(wire.CodeReservedField, "field "+strconv.Quote(string(reserved))+" is set by gamerelay")
+		e.idem = req.idem
+		return req, e
 	}
 	req.kind = kindGame
 	req.body = payload
@@ -189,11 +225,17 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-func errorFrame(code, msg string) []byte {
+// errorFrame is an error; idem, if not empty, names the game message it
+// refers to.
+func errorFrame(code, msg, idem string) []byte {
 	b := []byte(`{"type":"error","code":`)
 	b = appendJSONString(b, code)
 	b = append(b, `,"message":`...)
 	b = appendJSONString(b, msg)
+	if idem != "" {
+		b = append(b, `,"idem":`...)
+		b = appendJSONString(b, idem)
+	}
 	return append(b, '}')
 }
 

@@ -408,7 +408,7 @@ func (a *Appender) appendBatch(deadline time.Time, g *gameState, batch []*pendin
 		}
 		if attempt > 0 && !a.sleep(attempt) {
 			for i := range errs {
-				errs[i] = ErrClosed
+				errs[i] = errAbandoned
 			}
 			return res, errs, true
 		}

@@ -25,16 +25,19 @@ type Client struct {
 
 // NewClient returns a Client for the installation cfg describes (Namespace
 // and Partitions must match the sequencers'). Each attempt waits up to
-// cfg.RequestTimeout.
+// cfg.AttemptTimeout.
 func NewClient(nc *nats.Conn, cfg Config) *Client {
 	cfg = cfg.withDefaults()
-	return &Client{nc: nc, names: cfg.names(), parts: cfg.Partitions, attempt: cfg.RequestTimeout}
+	return &Client{nc: nc, names: cfg.names(), parts: cfg.Partitions, attempt: cfg.AttemptTimeout}
 }
 
-// Append appends body to game and returns where it landed. It retries while
-// no sequencer answers (a partition changing owner) or an attempt times out,
-// until ctx ends, always with the same idempotency key, so the message is
-// appended at most once. An empty idem gets a fresh key.
+// Append appends body to game and returns where it landed, always with the
+// same idempotency key, so the message is appended at most once (an empty
+// idem gets a fresh key). The first attempt goes to the sequencer that owns
+// the game's partition; when it gives no definite answer within the attempt
+// timeout (it died, hangs, is cut off, or the partition is changing
+// owner), the next attempts go to any sequencer, until ctx ends. Then the
+// error is ErrOutcomeUnknown: the message may have been stored.
 func (c *Client) Append(ctx context.Context, game string, body []byte, idem string) (Result, error) {
 	if err := wire.ValidateGame(game); err != nil {
 		return Result{}, errorf(wire.CodeInvalidGame, "%v", err)
@@ -42,44 +45,76 @@ func (c *Client) Append(ctx context.Context, game string, body []byte, idem stri
 	if idem == "" {
 		idem = nuid.Next()
 	}
-	subj := c.names.AppendSubject(wire.Partition(game, c.parts))
+	p := wire.Partition(game, c.parts)
+	var last error
 	for attempt := 0; ; attempt++ {
-		m := &nats.Msg{Subject: subj, Data: body, Header: nats.Header{wire.HdrGame: {game}, wire.HdrIdem: {idem}}}
-		actx, cancel := context.WithTimeout(ctx, c.attempt)
-		resp, err := c.nc.RequestMsgWithContext(actx, m)
-		cancel()
-		if err == nil {
-			var r AppendReply
-			if err := decodeReply(resp.Data, &r); err != nil {
-				return Result{}, fmt.Errorf("sequencer: bad append reply: %w", err)
-			}
-			if r.Error != nil {
-				if r.Error.Code != wire.CodeUnavailable {
-					return Result{}, &Error{Code: r.Error.Code, Msg: r.Error.Message}
-				}
-			} else {
-				return Result{MsgID: r.MsgID, Seq: r.Seq, TS: r.TS, Duplicate: r.Duplicate}, nil
-			}
-		} else if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			if ctx.Err() != nil {
-				return Result{}, ctx.Err()
-			}
-			if errors.Is(err, nats.ErrConnectionClosed) {
-				return Result{}, errorf(wire.CodeUnavailable, "append: %v", err)
-			}
+		subj := c.names.AppendSubject(p)
+		if attempt > 0 {
+			subj = c.names.AppendAnySubject(p)
 		}
-		d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 9)))
+		r, err, definite := c.try(ctx, subj, game, body, idem)
+		if definite {
+			return r, err
+		}
+		if err != nil {
+			last = err
+		}
+		if ctx.Err() != nil {
+			return Result{}, outcomeUnknown(game, last)
+		}
+		d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 8)))
+		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
-			return Result{}, errors.Join(errorf(wire.CodeUnavailable, "append to %s: no sequencer answered", game), ctx.Err())
-		case <-time.After(d):
+			t.Stop()
+			return Result{}, outcomeUnknown(game, last)
+		case <-t.C:
 		}
 	}
 }
 
+func outcomeUnknown(game string, last error) error {
+	msg := "append to " + game + ": no sequencer answered in time; the message may have been stored"
+	if last != nil {
+		msg += " (" + last.Error() + ")"
+	}
+	return &Error{Code: wire.CodeOutcomeUnknown, Msg: msg}
+}
+
+// try makes one attempt on subj. definite reports whether its answer
+// settles the append: stored, or refused for a reason a retry cannot
+// change.
+func (c *Client) try(ctx context.Context, subj, game string, body []byte, idem string) (r Result, err error, definite bool) {
+	m := &nats.Msg{Subject: subj, Data: body, Header: nats.Header{wire.HdrGame: {game}, wire.HdrIdem: {idem}}}
+	actx, cancel := context.WithTimeout(ctx, c.attempt)
+	resp, err := c.nc.RequestMsgWithContext(actx, m)
+	cancel()
+	if err != nil {
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return Result{}, errorf(wire.CodeOutcomeUnknown, "append: %v", err), true
+		}
+		return Result{}, err, false // no answer: timeout, no responders, reconnecting
+	}
+	var rep AppendReply
+	if err := decodeReply(resp.Data, &rep); err != nil {
+		return Result{}, fmt.Errorf("sequencer: bad append reply: %w", err), false
+	}
+	if rep.Error != nil {
+		e := &Error{Code: rep.Error.Code, Msg: rep.Error.Message}
+		switch rep.Error.Code {
+		case wire.CodeUnavailable, wire.CodeOutcomeUnknown, wire.CodeWrongPartition:
+			return Result{}, e, false // another sequencer may take it
+		}
+		return Result{}, e, true
+	}
+	return Result{MsgID: rep.MsgID, Seq: rep.Seq, TS: rep.TS, Duplicate: rep.Duplicate}, nil, true
+}
+
 // LocalFirst appends through an in-process Service's Appender for the
 // partitions that Service owns, skipping the NATS round trip, and through
-// a Client for the others (or while the Service is stopping).
+// a Client for the others. When the owner of another partition gives no
+// definite answer within the attempt timeout, it appends through its own
+// Appender: any sequencer may append to any game.
 type LocalFirst struct {
 	// Static after construction.
 	svc    *Service
@@ -98,21 +133,46 @@ func (l *LocalFirst) AppendWithin(ctx context.Context, d time.Duration, game str
 	if app := l.svc.Appender(); app != nil && l.svc.Owns(wire.Partition(game, l.client.parts)) {
 		r, err := app.AppendWithin(ctx, d, game, body, idem)
 		if !errors.Is(err, ErrClosed) {
-			return r, err
+			return r, localOutcome(err)
 		}
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	return l.client.Append(ctx, game, body, idem)
+	return l.Append(ctx, game, body, idem)
 }
 
 // Append appends like Client.Append.
 func (l *LocalFirst) Append(ctx context.Context, game string, body []byte, idem string) (Result, error) {
-	if app := l.svc.Appender(); app != nil && l.svc.Owns(wire.Partition(game, l.client.parts)) {
+	p := wire.Partition(game, l.client.parts)
+	app := l.svc.Appender()
+	if app != nil && l.svc.Owns(p) {
 		r, err := app.Append(ctx, game, body, idem)
 		if !errors.Is(err, ErrClosed) {
-			return r, err
+			return r, localOutcome(err)
+		}
+	}
+	if idem == "" {
+		idem = nuid.Next()
+	}
+	r, err, definite := l.client.try(ctx, l.client.names.AppendSubject(p), game, body, idem)
+	if definite {
+		return r, err
+	}
+	if app != nil {
+		r, err := app.Append(ctx, game, body, idem)
+		if !errors.Is(err, ErrClosed) {
+			return r, localOutcome(err)
 		}
 	}
 	return l.client.Append(ctx, game, body, idem)
+}
+
+// localOutcome turns a local Appender's end of waiting into the error a
+// Client gives: the Appender goes on retrying, so the message may be
+// stored.
+func localOutcome(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return &Error{Code: wire.CodeOutcomeUnknown, Msg: "no definite answer in time; the message may have been stored"}
+	}
+	return err
 }

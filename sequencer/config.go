@@ -43,6 +43,10 @@ type Config struct {
 	MaxMessageBytes int
 	// RequestTimeout bounds one JetStream request. Default 5s.
 	RequestTimeout time.Duration
+	// AttemptTimeout is how long a Client waits for one sequencer's answer
+	// to an append before asking any other sequencer (with the same
+	// idempotency key). Default 1s.
+	AttemptTimeout time.Duration
 	// LeaseTTL is how long a partition lease lives without renewal; a dead
 	// sequencer's partitions are taken over after at most about this long.
 	// Default 10s.
@@ -95,6 +99,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = time.Second
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 10 * time.Second

@@ -31,6 +31,12 @@ var (
 	ErrTooLarge       = &Error{Code: wire.CodeTooLarge}
 	ErrUnavailable    = &Error{Code: wire.CodeUnavailable}
 	ErrClosed         = &Error{Code: wire.CodeUnavailable, Msg: "closed"}
+	// ErrOutcomeUnknown: the append was tried, but no answer says whether
+	// it was stored. A retry with the same idempotency key is harmless.
+	ErrOutcomeUnknown = &Error{Code: wire.CodeOutcomeUnknown}
+	// errAbandoned: the Appender closed while retrying a message that an
+	// earlier attempt may have stored.
+	errAbandoned = &Error{Code: wire.CodeOutcomeUnknown, Msg: "closed while retrying: the message may have been stored"}
 )
 
 func errorf(code, format string, args ...any) *Error {

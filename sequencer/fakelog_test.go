@@ -288,3 +288,66 @@ func (f *fakeLive) PublishMsg(m *nats.Msg) error {
 	f.msgs = append(f.msgs, m)
 	return nil
 }
+
+// next reads like Direct Get with a batch: up to n of the game's messages
+// at or after seq.
+func (l *fakeLog) next(_ context.Context, p int, game string, seq uint64, n int, fn func(Stored) error) (int, error) {
+	return l.nextUpTo(p, game, seq, n, ^uint64(0), fn)
+}
+
+func (l *fakeLog) nextUpTo(p int, game string, seq uint64, n int, limit uint64, fn func(Stored) error) (int, error) {
+	subject := wire.Names{}.LogSubject(p, game)
+	got := 0
+	for s := max(seq, 1); got < n; s++ {
+		l.mu.Lock()
+		if s > uint64(len(l.msgs)) || s > limit {
+			l.mu.Unlock()
+			break
+		}
+		m := l.msgs[s-1]
+		var st Stored
+		var err error
+		if m.subject == subject {
+			st, err = l.storedLocked(s)
+		}
+		l.mu.Unlock()
+		if m.subject != subject {
+			continue
+		}
+		if err != nil {
+			return got, err
+		}
+		got++
+		if err := fn(st); err != nil {
+			return got, err
+		}
+	}
+	return got, nil
+}
+
+// replica is a replica of log that has only its first seen messages: reads
+// that any replica may answer see those; leader reads see everything.
+type replica struct {
+	*fakeLog
+	seen uint64
+}
+
+func (r *replica) last(_ context.Context, p int, game string) (Stored, error) {
+	var last Stored
+	n, err := r.nextUpTo(p, game, 1, 1<<30, r.seen, func(m Stored) error { last = m; return nil })
+	if err == nil && n == 0 {
+		err = errNotFound
+	}
+	return last, err
+}
+
+func (r *replica) bySeq(ctx context.Context, p int, seq uint64) (Stored, error) {
+	if seq > r.seen {
+		return Stored{}, errNotFound
+	}
+	return r.fakeLog.bySeq(ctx, p, seq)
+}
+
+func (r *replica) next(_ context.Context, p int, game string, seq uint64, n int, fn func(Stored) error) (int, error) {
+	return r.nextUpTo(p, game, seq, n, r.seen, fn)
+}

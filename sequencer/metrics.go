@@ -5,20 +5,21 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics counts what the sequencer and feeds do. A nil *Metrics is valid and
 // counts nothing.
 type Metrics struct {
-	Appended        prometheus.Counter
-	AppendFailed    *prometheus.CounterVec // by code
-	Duplicates      prometheus.Counter
-	Verified        *prometheus.CounterVec // by found: messages looked for in the log past the duplicate window
-	Conflicts       *prometheus.CounterVec // by JetStream error code
-	Retries         *prometheus.CounterVec // by reason
-	BatchSize       prometheus.Histogram
-	AppendLatency   prometheus.Histogram
-	PartitionsOwned prometheus.Gauge
-	GamesActive     prometheus.Gauge
-	FeedGapsFilled  prometheus.Counter
-	FeedDupsDropped prometheus.Counter
-	FeedHeadChecks  prometheus.Counter
-	FeedsOpen       prometheus.Gauge
+	Appended           prometheus.Counter
+	AppendFailed       *prometheus.CounterVec // by code
+	Duplicates         prometheus.Counter
+	LeaseRenewalErrors prometheus.Counter
+	Verified           *prometheus.CounterVec // by found: messages looked for in the log past the duplicate window
+	Conflicts          *prometheus.CounterVec // by JetStream error code
+	Retries            *prometheus.CounterVec // by reason
+	BatchSize          prometheus.Histogram
+	AppendLatency      prometheus.Histogram
+	PartitionsOwned    prometheus.Gauge
+	GamesActive        prometheus.Gauge
+	FeedGapsFilled     prometheus.Counter
+	FeedDupsDropped    prometheus.Counter
+	FeedHeadChecks     prometheus.Counter
+	FeedsOpen          prometheus.Gauge
 }
 
 // NewMetrics creates the sequencer's metrics and registers them on reg.
@@ -30,6 +31,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gamerelay_sequencer_append_failed_total", Help: "Append requests refused or failed, by error code."}, []string{"code"}),
 		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gamerelay_sequencer_duplicates_total", Help: "Appends answered from JetStream's duplicate window (retried idempotency keys)."}),
+		LeaseRenewalErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gamerelay_sequencer_lease_renewal_errors_total", Help: "Partition lease renewals that failed for a transient reason (the lease is kept until a TTL passed without renewal)."}),
 		Verified: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gamerelay_sequencer_verified_total", Help: "Retried appends looked for in the log because their first attempt was older than the duplicate window allows relying on, by whether they were found (stored by an earlier attempt)."}, []string{"found"}),
 		Conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -56,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gamerelay_feeds_open", Help: "Games with an open live feed in this process."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Appended, m.AppendFailed, m.Duplicates, m.Verified, m.Conflicts, m.Retries, m.BatchSize,
+		reg.MustRegister(m.Appended, m.AppendFailed, m.Duplicates, m.LeaseRenewalErrors, m.Verified, m.Conflicts, m.Retries, m.BatchSize,
 			m.AppendLatency, m.PartitionsOwned, m.GamesActive, m.FeedGapsFilled, m.FeedDupsDropped,
 			m.FeedHeadChecks, m.FeedsOpen)
 	}

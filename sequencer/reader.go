@@ -27,9 +27,22 @@ func (e *TruncatedError) Error() string {
 // Direct Get per PageSize messages), then reads forward in batches.
 type Reader struct {
 	// Static after construction.
-	st    *store
+	st    readStore
 	parts int
 }
+
+// readStore is what a Reader needs of the partition streams: *store reads
+// JetStream; tests use fakes.
+type readStore interface {
+	last(ctx context.Context, p int, game string) (Stored, error)
+	bySeq(ctx context.Context, p int, seq uint64) (Stored, error)
+	// next calls fn for up to n of the game's messages stored at or after
+	// seq (from any replica) and returns how many.
+	next(ctx context.Context, p int, game string, seq uint64, n int, fn func(Stored) error) (int, error)
+	nextFromLeader(ctx context.Context, p int, game string, seq uint64) (Stored, error)
+}
+
+var _ readStore = (*store)(nil)
 
 // NewReader returns a Reader over the partition streams of cfg.
 func NewReader(nc *nats.Conn, cfg Config) *Reader {
@@ -82,6 +95,45 @@ func (r *Reader) Range(ctx context.Context, game string, since, upto uint64, hin
 	if err != nil {
 		return err
 	}
+	err = r.scan(ctx, p, game, startSeq, want, upto, fn)
+	var (
+		te     *TruncatedError
+		behind *behindError
+	)
+	if errors.As(err, &behind) {
+		// The replica ran out before upto: the rest from the leader.
+		return r.scanLeader(ctx, p, game, behind.seq, behind.next, upto, fn)
+	}
+	if !errors.As(err, &te) {
+		return err
+	}
+	// The replica that answered may trail the leader (a game that just
+	// started, a message stored a moment ago): only the leader can say
+	// that retention removed msg_id want.
+	first, ferr := r.st.nextFromLeader(ctx, p, game, 1)
+	switch {
+	case errors.Is(ferr, errNotFound):
+		return te
+	case ferr != nil:
+		return fmt.Errorf("sequencer: game %s: confirm retention from the stream leader: %w", game, ferr)
+	case first.ID > want:
+		return &TruncatedError{Game: game, FirstID: first.ID}
+	}
+	return r.scanLeader(ctx, p, game, max(first.Seq, startSeq), want, upto, fn)
+}
+
+// behindError reports that the replica a read was answered by ended before
+// msg_id next (to be read from stream sequence seq on).
+type behindError struct{ next, seq uint64 }
+
+func (e *behindError) Error() string {
+	return fmt.Sprintf("sequencer: msg_id %d not readable from this replica yet", e.next)
+}
+
+// scan calls fn for the game's messages want … upto, reading forward from
+// stream sequence startSeq in batches (from any replica). It returns a
+// *TruncatedError if msg_id want is not where it should be.
+func (r *Reader) scan(ctx context.Context, p int, game string, startSeq, want, upto uint64, fn func(Stored) error) error {
 	next := want
 	for next <= upto {
 		// What is left, plus the page's messages before want, at most readBatch.
@@ -116,8 +168,33 @@ func (r *Reader) Range(ctx context.Context, game string, since, upto uint64, hin
 			if next == want {
 				return &TruncatedError{Game: game}
 			}
-			return fmt.Errorf("sequencer: game %s: msg_id %d not readable yet: %w", game, next, ErrUnavailable)
+			return &behindError{next: next, seq: startSeq}
 		}
+	}
+	return nil
+}
+
+// scanLeader is scan answered by the stream leader, one message at a
+// time: for the few messages a trailing replica did not have yet.
+func (r *Reader) scanLeader(ctx context.Context, p int, game string, seq, want, upto uint64, fn func(Stored) error) error {
+	for next := want; next <= upto; {
+		m, err := r.st.nextFromLeader(ctx, p, game, seq)
+		switch {
+		case errors.Is(err, errNotFound):
+			return fmt.Errorf("sequencer: game %s: msg_id %d not stored: %w", game, next, ErrUnavailable)
+		case err != nil:
+			return err
+		case m.ID < next:
+			seq = m.Seq + 1
+			continue
+		case m.ID > next:
+			return fmt.Errorf("sequencer: game %s: msg_id %d follows %d in the stream", game, m.ID, next-1)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+		next++
+		seq = m.Seq + 1
 	}
 	return nil
 }

@@ -777,3 +777,148 @@ func TestAppendWithin(t *testing.T) {
 	defer cancelClose()
 	_ = a.Close(closeCtx) // abandons the retries
 }
+
+// flakyLeases fails lease renewals while failing is set, as a lease
+// bucket whose stream is electing a leader would.
+type flakyLeases struct {
+	leaseStore
+	mu       sync.Mutex
+	failing  bool
+	failed   int // renewals refused
+	renewals int // renewals that went through
+}
+
+func (f *flakyLeases) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	f.mu.Lock()
+	if f.failing {
+		f.failed++
+		f.mu.Unlock()
+		return 0, context.DeadlineExceeded
+	}
+	f.mu.Unlock()
+	r, err := f.leaseStore.Update(ctx, key, value, rev)
+	if err == nil {
+		f.mu.Lock()
+		f.renewals++
+		f.mu.Unlock()
+	}
+	return r, err
+}
+
+func (f *flakyLeases) counts() (failed, renewals int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed, f.renewals
+}
+
+// Renewals that fail for a while (shorter than the lease TTL) keep the
+// leases: the partitions neither move nor go unserved.
+func TestLeasesSurviveTransientRenewalErrors(t *testing.T) {
+	cfg := testConfig()
+	cfg.LeaseTTL = 3 * time.Second
+	var logs logLines
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	e := newEnv(t, cfg)
+	svc, err := NewService(e.conn(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyLeases{}
+	svc.leases = func(kv leaseStore) leaseStore { flaky.leaseStore = kv; return flaky }
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx, time.Second) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 15*time.Second, "the service owns every partition", func() bool { return len(svc.Owned()) == cfg.Partitions })
+	_, before := flaky.counts()
+	waitFor(t, 15*time.Second, "a renewal", func() bool { _, r := flaky.counts(); return r > before })
+	flaky.mu.Lock()
+	flaky.failing = true
+	flaky.mu.Unlock()
+	// Two rounds of failed renewals: about 2 s, less than the 3 s TTL.
+	waitFor(t, 15*time.Second, "failed renewals", func() bool { f, _ := flaky.counts(); return f >= 2*cfg.Partitions })
+	if got := len(svc.Owned()); got != cfg.Partitions {
+		t.Fatalf("owns %d partitions while renewals fail, want %d", got, cfg.Partitions)
+	}
+	flaky.mu.Lock()
+	flaky.failing = false
+	before = flaky.renewals
+	flaky.mu.Unlock()
+	waitFor(t, 15*time.Second, "renewals again", func() bool { _, r := flaky.counts(); return r >= before+cfg.Partitions })
+	if got := len(svc.Owned()); got != cfg.Partitions {
+		t.Fatalf("owns %d partitions after renewals recovered, want %d", got, cfg.Partitions)
+	}
+	if strings.Contains(logs.String(), "lost partition lease") {
+		t.Fatalf("a lease was dropped:\n%s", logs.String())
+	}
+	if testutil.ToFloat64(cfg.Metrics.LeaseRenewalErrors) == 0 {
+		t.Fatal("failed renewals not counted")
+	}
+}
+
+// logLines collects log output.
+type logLines struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A partition's owner is cut off while its lease still runs: appends to its
+// games are taken by another sequencer at once (through the "any" subject),
+// not after the lease expires.
+func TestAppendsBypassAnOwnerThatIsGone(t *testing.T) {
+	cfg := testConfig()
+	cfg.Partitions = 4
+	cfg.LeaseTTL = 10 * time.Second // A's leases outlive the appends below
+	e := newEnv(t, cfg)
+	run := func(nc *nats.Conn) (*Service, func()) {
+		svc, err := NewService(nc, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- svc.Run(ctx, time.Second) }()
+		return svc, func() { cancel(); <-done }
+	}
+	ncA := e.conn()
+	a, stopA := run(ncA)
+	b, stopB := run(e.conn())
+	defer stopB()
+	waitFor(t, 30*time.Second, "partitions split 2/2", func() bool { return len(a.Owned()) == 2 && len(b.Owned()) == 2 })
+	owned := map[int]bool{}
+	for _, p := range a.Owned() {
+		owned[p] = true
+	}
+	var games []string
+	for i := 0; len(games) < 4; i++ {
+		if g := fmt.Sprintf("cut%d", i); owned[wire.Partition(g, cfg.Partitions)] {
+			games = append(games, g)
+		}
+	}
+	client := NewClient(e.conn(), cfg)
+	ncA.Close() // A is gone; its leases stay for 10 s
+	defer stopA()
+	for _, g := range games {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		r, err := client.Append(ctx, g, body("after"), "k-"+g)
+		cancel()
+		if err != nil || r.MsgID != 1 {
+			t.Fatalf("append to %s (partition of the cut-off owner): %+v, %v", g, r, err)
+		}
+	}
+	if len(b.Owned()) != 2 {
+		t.Fatalf("B owns %v: the appends must not have waited for a lease takeover", b.Owned())
+	}
+}

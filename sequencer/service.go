@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,8 @@ type Service struct {
 	inst string
 
 	feeds *Feeds // set by LocalFeeds before Run
+	// leases, if set (tests), wraps the lease bucket.
+	leases func(leaseStore) leaseStore
 
 	ready atomic.Bool
 	app   atomic.Pointer[Appender]
@@ -59,9 +62,21 @@ type Service struct {
 	owned map[int]*lease
 }
 
+// leaseStore is what the Service needs of the lease bucket;
+// jetstream.KeyValue implements it.
+type leaseStore interface {
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
+	ListKeysFiltered(ctx context.Context, filters ...string) (jetstream.KeyLister, error)
+}
+
 type lease struct {
-	rev uint64
-	sub *nats.Subscription
+	rev     uint64
+	sub     *nats.Subscription
+	renewed time.Time // last successful renewal (or take)
 }
 
 // NewService returns a Service using nc; Run starts it.
@@ -112,9 +127,13 @@ func (s *Service) Run(ctx context.Context, drain time.Duration) error {
 	if err := Provision(ctx, js, s.cfg); err != nil {
 		return err
 	}
-	kv, err := js.KeyValue(ctx, s.cfg.names().LeaseBucket())
+	bucket, err := js.KeyValue(ctx, s.cfg.names().LeaseBucket())
 	if err != nil {
 		return err
+	}
+	var kv leaseStore = bucket
+	if s.leases != nil {
+		kv = s.leases(bucket)
 	}
 	app, err := NewAppender(ctx, s.nc, s.cfg)
 	if err != nil {
@@ -124,6 +143,14 @@ func (s *Service) Run(ctx context.Context, drain time.Duration) error {
 		app.live, app.feeds = s.feeds.nc, s.feeds
 	}
 	s.app.Store(app)
+	// Any sequencer takes appends for any partition whose owner does not
+	// answer (see Client).
+	anySub, err := s.nc.QueueSubscribe(s.cfg.names().AppendAnyFilter(), queueGroup, s.anyHandler)
+	if err != nil {
+		_ = app.Close(ctx)
+		return err
+	}
+	_ = anySub.SetPendingLimits(-1, 256<<20)
 	s.ready.Store(true)
 	s.cfg.Logger.Info("sequencer: started", "instance", s.inst, "partitions", s.cfg.Partitions)
 
@@ -140,6 +167,7 @@ func (s *Service) Run(ctx context.Context, drain time.Duration) error {
 	}
 
 	s.ready.Store(false)
+	_ = anySub.Drain()
 	stop, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	s.mu.Lock()
@@ -163,7 +191,7 @@ func leaseKey(p int) string { return "lease." + strconv.Itoa(p) }
 
 // balance renews this Service's leases, then takes free partitions or
 // gives extra ones back so that each live Service owns its fair share.
-func (s *Service) balance(ctx context.Context, kv jetstream.KeyValue) {
+func (s *Service) balance(ctx context.Context, kv leaseStore) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
 	defer cancel()
 	log := s.cfg.Logger
@@ -174,14 +202,11 @@ func (s *Service) balance(ctx context.Context, kv jetstream.KeyValue) {
 	defer s.mu.Unlock()
 	defer s.gauge()
 	for p, l := range s.owned {
-		rev, err := kv.Update(ctx, leaseKey(p), []byte(s.inst), l.rev)
-		if err != nil {
-			log.Warn("sequencer: lost partition lease", "partition", p, "err", err)
-			_ = l.sub.Drain()
-			delete(s.owned, p)
+		if s.renew(ctx, kv, p, l) {
 			continue
 		}
-		l.rev = rev
+		_ = l.sub.Drain()
+		delete(s.owned, p)
 	}
 	live := 0
 	if keys, err := kv.ListKeysFiltered(ctx, "inst.*"); err == nil {
@@ -216,9 +241,53 @@ func (s *Service) balance(ctx context.Context, kv jetstream.KeyValue) {
 			continue
 		}
 		_ = sub.SetPendingLimits(-1, 256<<20)
-		s.owned[p] = &lease{rev: rev, sub: sub}
+		s.owned[p] = &lease{rev: rev, sub: sub, renewed: time.Now()}
 		log.Info("sequencer: took partition", "partition", p)
 	}
+}
+
+// renew extends lease l of partition p; false means it is lost. A renewal
+// that fails for a transient reason (a timeout, the bucket's stream
+// electing a leader) keeps the lease until a whole TTL has passed since
+// the last renewal: leases move only when their owner is gone or another
+// sequencer holds them. s.mu is held.
+func (s *Service) renew(ctx context.Context, kv leaseStore, p int, l *lease) bool {
+	log := s.cfg.Logger
+	rev, err := kv.Update(ctx, leaseKey(p), []byte(s.inst), l.rev)
+	if err == nil {
+		l.rev, l.renewed = rev, time.Now()
+		return true
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// The revision moved: another sequencer took the lease, it
+		// expired (nothing renewed it for a TTL), or our own renewal was
+		// stored but its answer lost. Look.
+		e, gerr := kv.Get(ctx, leaseKey(p))
+		switch {
+		case gerr == nil && string(e.Value()) == s.inst:
+			l.rev, l.renewed = e.Revision(), time.Now()
+			return true
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			if rev, cerr := kv.Create(ctx, leaseKey(p), []byte(s.inst)); cerr == nil {
+				l.rev, l.renewed = rev, time.Now()
+				return true
+			}
+		case gerr != nil && time.Since(l.renewed) < s.cfg.LeaseTTL:
+			log.Warn("sequencer: lease renewal uncertain; keeping it", "partition", p, "err", gerr)
+			return true
+		}
+		log.Warn("sequencer: lost partition lease", "partition", p)
+		return false
+	}
+	if time.Since(l.renewed) < s.cfg.LeaseTTL {
+		log.Warn("sequencer: lease renewal failed; keeping it", "partition", p, "err", err)
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.LeaseRenewalErrors.Inc()
+		}
+		return true
+	}
+	log.Warn("sequencer: lost partition lease: not renewed for a TTL", "partition", p, "err", err)
+	return false
 }
 
 // gauge publishes the owned partitions (metrics and Owns). s.mu is held.
@@ -262,6 +331,16 @@ func (s *Service) handler(p int) nats.MsgHandler {
 			respond(m, errorReply(err))
 		}
 	}
+}
+
+// anyHandler serves appends for any partition (AppendAnySubject).
+func (s *Service) anyHandler(m *nats.Msg) {
+	p, err := strconv.Atoi(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:])
+	if err != nil || p < 0 || p >= s.cfg.Partitions {
+		respond(m, AppendReply{Error: &ReplyError{Code: wire.CodeWrongPartition, Message: "no partition " + m.Subject}})
+		return
+	}
+	s.handler(p)(m)
 }
 
 func errorReply(err error) AppendReply {

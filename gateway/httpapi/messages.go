@@ -114,10 +114,16 @@ func (a *API) appendSystem(ctx context.Context, game string, body []byte, idem s
 }
 
 // appendError maps a failed append to its reply.
+// outcomeUnknown is a 503 for an append whose outcome is not known.
+func outcomeUnknown(cause error) *apiError {
+	return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeOutcomeUnknown,
+		msg: "no answer in time: the message may have been stored; retry with the same Idempotency-Key", cause: cause}
+}
+
 func appendError(err error) error {
 	var se *sequencer.Error
 	if !errors.As(err, &se) {
-		return unavailable("the message could not be stored; send it again", err)
+		return outcomeUnknown(err)
 	}
 	switch se.Code {
 	case wire.CodeInvalidGame, wire.CodeInvalidMessage, wire.CodeReservedField:
@@ -125,7 +131,9 @@ func appendError(err error) error {
 	case wire.CodeTooLarge:
 		return errorf(http.StatusRequestEntityTooLarge, se.Code, "%s", se.Msg)
 	case wire.CodeUnavailable:
-		return unavailable("the message could not be stored; send it again", err)
+		return unavailable("the message was not stored; send it again", err)
+	case wire.CodeOutcomeUnknown:
+		return outcomeUnknown(err)
 	}
 	return &apiError{status: http.StatusInternalServerError, code: wire.CodeInternal, msg: "the message could not be stored", cause: err}
 }

@@ -9,7 +9,8 @@ const (
 	CodeReservedField  = "reserved_field"  // body sets a field only gamerelay may set
 	CodeTooLarge       = "too_large"       // body larger than the configured limit
 	CodeWrongPartition = "wrong_partition" // append sent to another partition's subject
-	CodeUnavailable    = "unavailable"     // the log could not take the message now (server overloaded); retry
+	CodeUnavailable    = "unavailable"     // the message was not stored (the log could not take it now); send it again
+	CodeOutcomeUnknown = "outcome_unknown" // no answer in time: the message may have been stored (it is in the log then); a resend with the same idempotency key is harmless
 	CodeInternal       = "internal"        // unexpected server-side failure
 	CodeHistoryGap     = "history_gap"     // the archive lacks a msg_id of the asked range (not archived yet, or lost)
 

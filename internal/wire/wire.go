@@ -92,6 +92,15 @@ func (n Names) LiveFilter(p int) string { return n.ns() + ".live." + strconv.Ito
 // AppendSubject is the request subject of partition p's sequencer: "<ns>.append.<p>".
 func (n Names) AppendSubject(p int) string { return n.ns() + ".append." + strconv.Itoa(p) }
 
+// AppendAnySubject is where any sequencer takes appends for partition p:
+// "<ns>.append.any.<p>". Callers use it when the partition's owner does
+// not answer (it died, hangs, or is cut off), since correctness rests on
+// JetStream's per-subject check, not on who appends.
+func (n Names) AppendAnySubject(p int) string { return n.ns() + ".append.any." + strconv.Itoa(p) }
+
+// AppendAnyFilter matches AppendAnySubject of every partition.
+func (n Names) AppendAnyFilter() string { return n.ns() + ".append.any.*" }
+
 // AudienceSubject is where gateways publish how many players and spectators
 // of a game they host: "<ns>.audience.<p>.<game>".
 func (n Names) AudienceSubject(p int, game string) string {
