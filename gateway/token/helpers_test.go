@@ -72,6 +72,7 @@ func newVerifier(t testing.TB, cfg token.Config) *token.Verifier {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(v.Close)
 	return v
 }
 

@@ -244,13 +244,18 @@ func TestConfigValidate(t *testing.T) {
 		cfg  token.Config
 		want string
 	}{
-		"zero value":               {token.Config{}, "Keys"},
+		"zero value":               {token.Config{}, "Keys, JWKSURL"},
 		"HS256 secret of 31 bytes": {token.Config{Keys: []token.Key{{Secret: secretDefault[:31]}}}, "Keys[0]"},
 		"empty key":                {token.Config{Keys: []token.Key{{ID: "a"}}}, "Keys[0]"},
 		"secret and public":        {token.Config{Keys: []token.Key{{Secret: secretDefault, Public: k.ed.Public()}}}, "Keys[0]"},
 		"private key as public":    {token.Config{Keys: []token.Key{{Public: k.ed}}}, "Keys[0]"},
 		"two default keys":         {token.Config{Keys: []token.Key{{Secret: secretDefault}, {Public: k.ed.Public()}}}, "Keys[1]"},
 		"kid twice":                {token.Config{Keys: []token.Key{{ID: "a", Secret: secretDefault}, {ID: "a", Secret: secretNew}}}, "Keys[1]"},
+		"JWKS URL not http":        {token.Config{JWKSURL: "file:///etc/jwks.json"}, "JWKSURL"},
+		"JWKS URL without host":    {token.Config{JWKSURL: "https://"}, "JWKSURL"},
+		"negative refresh":         {token.Config{JWKSURL: "https://idp.example/jwks", JWKSRefresh: -time.Second}, "JWKSRefresh"},
+		"negative min interval":    {token.Config{JWKSURL: "https://idp.example/jwks", JWKSMinInterval: -time.Second}, "JWKSMinInterval"},
+		"negative timeout":         {token.Config{JWKSURL: "https://idp.example/jwks", JWKSTimeout: -time.Second}, "JWKSTimeout"},
 		"MaxLifetime below 1s":     {token.Config{Keys: allKeys(), MaxLifetime: time.Millisecond}, "MaxLifetime"},
 		"negative Leeway":          {token.Config{Keys: allKeys(), Leeway: -time.Second}, "Leeway"},
 		"Leeway above 5m":          {token.Config{Keys: allKeys(), Leeway: 6 * time.Minute}, "Leeway"},

@@ -4,16 +4,39 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
 	"slices"
 	"time"
 )
 
 // Config configures a Verifier. The zero value of every optional field is
-// the documented default; a Config needs Keys.
+// the documented default; a Config needs Keys, a JWKSURL or both.
 type Config struct {
 	// Keys are the verification keys. Their IDs are distinct; at most one
 	// has no ID (the default key, for tokens without kid).
 	Keys []Key
+
+	// JWKSURL, if set, is an http or https URL serving a JSON Web Key Set
+	// of public keys, selected by kid. Keys lists take precedence over it
+	// for a kid in both. Only keys with a kid and without a use other than
+	// "sig" count; kty "oct" (secrets) and kinds other than those of Key are
+	// ignored. The set is fetched by NewVerifier, every JWKSRefresh, and
+	// when a token's kid names no known key, at most once per
+	// JWKSMinInterval. A response larger than 1 MiB, with more than 100
+	// keys or without a usable key is a failed fetch: the last good set
+	// stays.
+	JWKSURL string
+	// JWKSRefresh is the period of the background refresh. Default 5m.
+	JWKSRefresh time.Duration
+	// JWKSMinInterval is the least time between a fetch and one triggered
+	// by an unknown kid. Default 30s.
+	JWKSMinInterval time.Duration
+	// JWKSTimeout bounds one fetch. Default 5s.
+	JWKSTimeout time.Duration
+	// HTTPClient fetches the JWKS; default a client of its own.
+	HTTPClient *http.Client
 
 	// Audience, if set, must be one of a token's aud values.
 	Audience string
@@ -26,11 +49,36 @@ type Config struct {
 	// Leeway is the clock skew tolerated on exp, nbf and the lifetime of
 	// tokens without iat, in whole seconds, at most 5m. Default 0.
 	Leeway time.Duration
+
+	// Logger receives failed JWKS fetches (warn); default slog.Default().
+	// Tokens are never logged.
+	Logger *slog.Logger
 }
 
+// Limits on a JWKS response.
+const (
+	maxJWKSBytes = 1 << 20
+	maxJWKSKeys  = 100
+)
+
 func (c Config) withDefaults() Config {
+	if c.JWKSRefresh == 0 {
+		c.JWKSRefresh = 5 * time.Minute
+	}
+	if c.JWKSMinInterval == 0 {
+		c.JWKSMinInterval = 30 * time.Second
+	}
+	if c.JWKSTimeout == 0 {
+		c.JWKSTimeout = 5 * time.Second
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{}
+	}
 	if c.MaxLifetime == 0 {
 		c.MaxLifetime = 24 * time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	return c
 }
@@ -45,12 +93,24 @@ func (c Config) Validate() error {
 func (c Config) keys() (map[string]*vkey, *vkey, error) {
 	c = c.withDefaults()
 	switch {
-	case len(c.Keys) == 0:
-		return nil, nil, errors.New("token: Keys: want at least one key")
+	case len(c.Keys) == 0 && c.JWKSURL == "":
+		return nil, nil, errors.New("token: Keys, JWKSURL: want at least one key or a JWKS URL")
+	case c.JWKSRefresh < 0:
+		return nil, nil, fmt.Errorf("token: JWKSRefresh %s: want > 0", c.JWKSRefresh)
+	case c.JWKSMinInterval < 0:
+		return nil, nil, fmt.Errorf("token: JWKSMinInterval %s: want > 0", c.JWKSMinInterval)
+	case c.JWKSTimeout < 0:
+		return nil, nil, fmt.Errorf("token: JWKSTimeout %s: want > 0", c.JWKSTimeout)
 	case c.MaxLifetime < time.Second:
 		return nil, nil, fmt.Errorf("token: MaxLifetime %s: want at least 1s", c.MaxLifetime)
 	case c.Leeway < 0 || c.Leeway > 5*time.Minute:
 		return nil, nil, fmt.Errorf("token: Leeway %s: want 0 to 5m", c.Leeway)
+	}
+	if c.JWKSURL != "" {
+		u, err := url.Parse(c.JWKSURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, nil, errors.New("token: JWKSURL: want an http or https URL")
+		}
 	}
 	keys := make(map[string]*vkey, len(c.Keys))
 	var def *vkey
@@ -81,9 +141,13 @@ type Verifier struct {
 	maxLife, leeway  int64 // seconds
 	keys             map[string]*vkey
 	def              *vkey
+	jwks             *jwksSet // nil without JWKSURL
 }
 
-// NewVerifier returns a Verifier for cfg.
+// NewVerifier returns a Verifier for cfg. With a JWKSURL it fetches the set
+// once before returning (a failure is logged, not returned: the set is
+// fetched again when a token needs it) and refreshes it in the background
+// until Close.
 func NewVerifier(cfg Config) (*Verifier, error) {
 	keys, def, err := cfg.keys()
 	if err != nil {
@@ -98,7 +162,19 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		keys:     keys,
 		def:      def,
 	}
+	if cfg.JWKSURL != "" {
+		v.jwks = newJWKSSet(cfg)
+	}
 	return v, nil
+}
+
+// Close stops the background JWKS refresh and waits for it to end. Verify
+// keeps working afterwards with the keys it has. Close may be called more
+// than once.
+func (v *Verifier) Close() {
+	if v.jwks != nil {
+		v.jwks.close()
+	}
 }
 
 // Verify checks token's signature and claims at time now and returns the
@@ -166,6 +242,11 @@ func (v *Verifier) key(h header) (*vkey, error) {
 	}
 	if k := v.keys[h.kid]; k != nil {
 		return k, nil
+	}
+	if v.jwks != nil {
+		if k := v.jwks.key(h.kid); k != nil {
+			return k, nil
+		}
 	}
 	return nil, badf("kid names no key")
 }
