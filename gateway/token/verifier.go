@@ -19,14 +19,15 @@ type Config struct {
 	Keys []Key
 
 	// JWKSURL, if set, is an http or https URL serving a JSON Web Key Set
-	// of public keys, selected by kid. Keys lists take precedence over it
-	// for a kid in both. Only keys with a kid and without a use other than
-	// "sig" count; kty "oct" (secrets) and kinds other than those of Key are
-	// ignored. The set is fetched by NewVerifier, every JWKSRefresh, and
-	// when a token's kid names no known key, at most once per
-	// JWKSMinInterval. A response larger than 1 MiB, with more than 100
+	// of public keys, selected by kid; an entry of Keys wins over a JWKS
+	// key with the same kid. Only keys with a kid and without a use other
+	// than "sig" count (none becomes the default key); kty "oct" (secrets)
+	// and kinds other than those of Key are ignored. The set is fetched by
+	// NewVerifier, every JWKSRefresh, and when a token's kid names no known
+	// key, at most once per JWKSMinInterval; Verify waits for such a fetch,
+	// at most JWKSTimeout. A response larger than 1 MiB, with more than 100
 	// keys or without a usable key is a failed fetch: the last good set
-	// stays.
+	// stays, and the failure is logged.
 	JWKSURL string
 	// JWKSRefresh is the period of the background refresh. Default 5m.
 	JWKSRefresh time.Duration
@@ -42,9 +43,10 @@ type Config struct {
 	Audience string
 	// Issuer, if set, must be a token's iss.
 	Issuer string
-	// MaxLifetime is the longest a token may be valid: refused are tokens
-	// whose exp - iat exceeds it, or, without iat, whose exp lies further
-	// than MaxLifetime (plus Leeway) ahead. Default 24h.
+	// MaxLifetime is the longest a token may be valid, at least 1s:
+	// refused are tokens whose exp - iat exceeds it, or, without iat, whose
+	// exp lies further than MaxLifetime (plus Leeway) ahead. iat is taken
+	// as written. Default 24h.
 	MaxLifetime time.Duration
 	// Leeway is the clock skew tolerated on exp, nbf and the lifetime of
 	// tokens without iat, in whole seconds, at most 5m. Default 0.
@@ -145,9 +147,9 @@ type Verifier struct {
 }
 
 // NewVerifier returns a Verifier for cfg. With a JWKSURL it fetches the set
-// once before returning (a failure is logged, not returned: the set is
-// fetched again when a token needs it) and refreshes it in the background
-// until Close.
+// once before returning, waiting at most JWKSTimeout (a failure is logged,
+// not returned: the set is fetched again when a token needs it), and
+// refreshes it in the background until Close.
 func NewVerifier(cfg Config) (*Verifier, error) {
 	keys, def, err := cfg.keys()
 	if err != nil {
@@ -180,10 +182,10 @@ func (v *Verifier) Close() {
 // Verify checks token's signature and claims at time now and returns the
 // claims. Every error wraps ErrBadToken, ErrExpired or ErrNotYetValid.
 //
-// A token is a compact JWS of exactly three canonical base64url parts (no
-// padding). Header and claims are JSON objects whose member names match
-// exactly and appear once, with the types of the JWT specification; crit
-// is refused. The header's alg must be the one of the key its kid selects
+// A token is a compact JWS of at most 8 KiB in exactly three canonical
+// base64url parts (no padding). Header and claims are JSON objects whose
+// member names match exactly and appear once, with the types of the JWT
+// specification (times as non-negative integers); crit is refused. The header's alg must be the one of the key its kid selects
 // (the default key without kid), and game, role and exp must be present.
 func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
 	if len(token) > maxTokenBytes {
