@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/gamerelay/gamerelay/backend"
-	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/gateway/httpapi/httpapitest"
+	"github.com/gamerelay/gamerelay/gateway/token"
 )
 
 var key = httpapitest.Keys["studio"]
@@ -33,11 +33,15 @@ func TestClient(t *testing.T) {
 	if g.ID != "castle-1" || len(g.Players) != 2 || g.Players[1].Sub != "bo" || time.Until(g.Expires) > time.Hour+time.Minute || time.Until(g.Expires) < 50*time.Minute {
 		t.Fatalf("game %+v", g)
 	}
-	cl, err := gateway.VerifyToken(httpapitest.Secret, g.Players[0].Token, time.Now())
-	if err != nil || cl.Game != "castle-1" || cl.Sub != "ana" || cl.Role != gateway.RolePlayer {
+	v, err := token.NewVerifier(token.Config{Keys: []token.Key{{Secret: httpapitest.Secret}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := v.Verify(g.Players[0].Token, time.Now())
+	if err != nil || cl.Game != "castle-1" || cl.Sub != "ana" || cl.Role != token.RolePlayer {
 		t.Fatalf("ana's token: %+v, %v", cl, err)
 	}
-	if _, err := gateway.VerifyToken(httpapitest.Secret, g.SpectatorToken, time.Now()); err != nil {
+	if _, err := v.Verify(g.SpectatorToken, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 

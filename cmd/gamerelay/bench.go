@@ -34,7 +34,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&cfg.Rate, "rate", 10, "fanout: messages per second per player")
 	fs.DurationVar(&cfg.Duration, "duration", 10e9, "measured duration (idle: how long connections are held)")
 	fs.IntVar(&cfg.Payload, "payload", 32, "padding bytes per message")
-	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "mint tokens with this secret (spectators need them)")
+	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "mint HS256 tokens with this secret, at least 32 bytes (spectators need them)")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "measure this process's CPU seconds and resident memory (rejoin: wait for it to go quiet after filling the stream)")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "idle: connections to open")
 	fs.IntVar(&cfg.Sources, "sources", 0, "idle: source addresses 127.0.0.1..N to spread connections over (default: enough for --conns)")

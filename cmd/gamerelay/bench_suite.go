@@ -47,7 +47,7 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 		devListen, devAdmin, devNATS = "127.0.0.1:18080", "127.0.0.1:19090", "127.0.0.1:14222"
 		refListen, refJSListen       = "127.0.0.1:18090", "127.0.0.1:18091"
 		refCheckedListen             = "127.0.0.1:18092"
-		secret                       = "bench-suite-secret-0123456789"
+		secret                       = "bench-suite-secret-0123456789abcdef"
 	)
 	start := func(args ...string) (*exec.Cmd, error) {
 		cmd := exec.CommandContext(ctx, self, args...)

@@ -29,26 +29,34 @@ func TestUsageAndExitCodes(t *testing.T) {
 		code int
 		out  string
 	}{
-		"no args":          {nil, nil, 2, "Commands:"},
-		"help":             {[]string{"--help"}, nil, 0, "sequencer"},
-		"unknown command":  {[]string{"frobnicate"}, nil, 2, `unknown command "frobnicate"`},
-		"sequencer help":   {[]string{"sequencer", "--help"}, nil, 0, "$GAMERELAY_PARTITIONS"},
-		"dev help":         {[]string{"dev", "--help"}, nil, 0, "$GAMERELAY_NATS_LISTEN"},
-		"bad flag":         {[]string{"sequencer", "--bogus"}, nil, 2, "flag provided but not defined"},
-		"bad env":          {[]string{"sequencer"}, map[string]string{"GAMERELAY_PARTITIONS": "many"}, 2, "$GAMERELAY_PARTITIONS"},
-		"invalid config":   {[]string{"sequencer", "--partitions", "-3"}, nil, 2, "Partitions -3"},
-		"bad log level":    {[]string{"dev", "--log-level", "loud"}, nil, 2, "--log-level"},
-		"stray argument":   {[]string{"dev", "extra"}, nil, 2, `unexpected argument "extra"`},
-		"bad nats address": {[]string{"dev", "--nats-listen", "nohost"}, nil, 2, "--nats-listen"},
-		"gateway help":     {[]string{"gateway", "--help"}, nil, 0, "$GAMERELAY_TOKEN_SECRET"},
-		"gateway no auth":  {[]string{"gateway"}, nil, 2, "no one could join"},
-		"create no secret": {[]string{"gateway", "--allow-create"}, nil, 2, "AllowCreate needs TokenSecret"},
-		"short secret":     {[]string{"gateway", "--token-secret", "short"}, nil, 2, "at least 16 bytes"},
-		"bad api key":      {[]string{"gateway", "--allow-anonymous", "--api-key", "secret-without-owner"}, nil, 2, "want NAME=KEY"},
-		"token no game":    {[]string{"token", "--token-secret", "0123456789abcdef"}, nil, 2, "--game"},
-		"token bad role":   {[]string{"token", "--game", "g", "--role", "king", "--token-secret", "0123456789abcdef"}, nil, 2, "role"},
-		"floor no store":   {[]string{"bench", "--mode", "reference", "--persist-checked"}, nil, 2, "need --persist DIR"},
-		"two floors":       {[]string{"bench", "--mode", "reference", "--persist", "x", "--persist-checked", "--persist-group"}, nil, 2, "choose one"},
+		"no args":                     {nil, nil, 2, "Commands:"},
+		"help":                        {[]string{"--help"}, nil, 0, "sequencer"},
+		"unknown command":             {[]string{"frobnicate"}, nil, 2, `unknown command "frobnicate"`},
+		"sequencer help":              {[]string{"sequencer", "--help"}, nil, 0, "$GAMERELAY_PARTITIONS"},
+		"dev help":                    {[]string{"dev", "--help"}, nil, 0, "$GAMERELAY_NATS_LISTEN"},
+		"bad flag":                    {[]string{"sequencer", "--bogus"}, nil, 2, "flag provided but not defined"},
+		"bad env":                     {[]string{"sequencer"}, map[string]string{"GAMERELAY_PARTITIONS": "many"}, 2, "$GAMERELAY_PARTITIONS"},
+		"invalid config":              {[]string{"sequencer", "--partitions", "-3"}, nil, 2, "Partitions -3"},
+		"bad log level":               {[]string{"dev", "--log-level", "loud"}, nil, 2, "--log-level"},
+		"stray argument":              {[]string{"dev", "extra"}, nil, 2, `unexpected argument "extra"`},
+		"bad nats address":            {[]string{"dev", "--nats-listen", "nohost"}, nil, 2, "--nats-listen"},
+		"gateway help":                {[]string{"gateway", "--help"}, nil, 0, "$GAMERELAY_TOKEN_SECRET"},
+		"gateway no auth":             {[]string{"gateway"}, nil, 2, "no one could join"},
+		"create no secret":            {[]string{"gateway", "--allow-create"}, nil, 2, "AllowCreate needs TokenSecret"},
+		"short secret":                {[]string{"gateway", "--token-secret", "short"}, nil, 2, "at least 16 bytes"},
+		"bad api key":                 {[]string{"gateway", "--allow-anonymous", "--api-key", "secret-without-owner"}, nil, 2, "want NAME=KEY"},
+		"token no game":               {[]string{"token", "--token-secret", tokenSecret}, nil, 2, "--game"},
+		"token bad role":              {[]string{"token", "--game", "g", "--role", "king", "--token-secret", tokenSecret}, nil, 2, "role"},
+		"token no key":                {[]string{"token", "--game", "g"}, nil, 2, "no key"},
+		"token short secret":          {[]string{"token", "--game", "g", "--token-secret", tokenSecret[:31]}, nil, 2, "at least 32 bytes"},
+		"token short secret from env": {[]string{"token", "--game", "g"}, map[string]string{"GAMERELAY_TOKEN_SECRET": tokenSecret[:31]}, 2, "GAMERELAY_TOKEN_SECRET): want at least 32"},
+		"token two keys":              {[]string{"token", "--game", "g", "--token-secret", tokenSecret, "--key-file", "k.pem"}, nil, 2, "choose one"},
+		"token two keys in env":       {[]string{"token", "--game", "g"}, map[string]string{"GAMERELAY_TOKEN_SECRET": tokenSecret, "GAMERELAY_KEY_FILE": "k.pem"}, 2, "choose one"},
+		"token no key file":           {[]string{"token", "--game", "g", "--key-file", "/nonexistent/k.pem"}, nil, 2, "--key-file"},
+		"token key file not PEM":      {[]string{"token", "--game", "g", "--key-file", "main_test.go"}, nil, 2, "--key-file"},
+		"token nbf after exp":         {[]string{"token", "--game", "g", "--token-secret", tokenSecret, "--ttl", "1h", "--nbf", "2h"}, nil, 2, "--nbf"},
+		"floor no store":              {[]string{"bench", "--mode", "reference", "--persist-checked"}, nil, 2, "need --persist DIR"},
+		"two floors":                  {[]string{"bench", "--mode", "reference", "--persist", "x", "--persist-checked", "--persist-group"}, nil, 2, "choose one"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -181,7 +189,7 @@ func TestDevWithSecondSequencer(t *testing.T) {
 
 	// A second gateway joins dev's NATS; a token from `gamerelay token`
 	// admits a player there, who sees what was appended above.
-	const secret = "cli-test-secret-0123456789"
+	const secret = tokenSecret
 	var tok bytes.Buffer
 	if code := run([]string{"token", "--game", "cli-game", "--sub", "ana", "--token-secret", secret}, &tok, io.Discard); code != 0 {
 		t.Fatalf("token exit %d", code)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gamerelay/gamerelay/gateway"
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/wire"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
@@ -33,8 +34,9 @@ type Config struct {
 	// History serves messages retention removed from the stream; nil means
 	// none (such history pages answer 410 history_gap).
 	History gateway.History
-	// TokenSecret signs the tokens POST /v1/games hands out (the gateway's
-	// secret). Without it creating games answers 501 create_disabled.
+	// TokenSecret signs the tokens POST /v1/games hands out (HS256, the
+	// gateway's secret, at least 32 bytes). Without it creating games
+	// answers 501 create_disabled.
 	TokenSecret []byte
 	// TokenTTL is the default lifetime of minted tokens. Default 24h.
 	TokenTTL time.Duration
@@ -78,8 +80,8 @@ func (c Config) Validate() error {
 		return errors.New("httpapi: Appender is required")
 	case c.Reader == nil:
 		return errors.New("httpapi: Reader is required")
-	case len(c.TokenSecret) > 0 && len(c.TokenSecret) < 16:
-		return errors.New("httpapi: TokenSecret: want at least 16 bytes")
+	case len(c.TokenSecret) > 0 && len(c.TokenSecret) < token.MinSecretBytes:
+		return fmt.Errorf("httpapi: TokenSecret: want at least %d bytes", token.MinSecretBytes)
 	case c.TokenTTL < time.Second || c.TokenTTL > maxTokenTTL:
 		return fmt.Errorf("httpapi: TokenTTL %s: want 1s..%s", c.TokenTTL, maxTokenTTL)
 	case c.MaxBodyBytes < 256 || c.MaxBodyBytes > 1<<20-4096:
@@ -123,6 +125,7 @@ type API struct {
 	reader  *sequencer.Reader
 	history gateway.History
 	keys    []apiKey
+	signer  *token.Signer // nil without TokenSecret
 	mux     *http.ServeMux
 	log     *slog.Logger
 	m       *Metrics
@@ -168,6 +171,13 @@ func New(cfg Config) (*API, error) {
 	}
 	for _, owner := range sortedOwners(cfg.Keys) {
 		a.keys = append(a.keys, apiKey{owner: owner, sum: sha256.Sum256([]byte(cfg.Keys[owner]))})
+	}
+	if len(cfg.TokenSecret) > 0 {
+		s, err := token.NewHMACSigner(cfg.TokenSecret, "")
+		if err != nil {
+			return nil, fmt.Errorf("httpapi: TokenSecret: %w", err)
+		}
+		a.signer = s
 	}
 	allow := make(map[string][]string)
 	var paths []string

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/gateway/httpapi/httpapitest"
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -375,8 +375,8 @@ func TestCreate(t *testing.T) {
 	if err := wire.ValidateGame(game); err != nil {
 		t.Fatal(err)
 	}
-	checkToken(t, r.body["player_token"], game, gateway.RolePlayer, "", 24*time.Hour)
-	checkToken(t, r.body["spectator_token"], game, gateway.RoleSpectator, "", 24*time.Hour)
+	checkToken(t, r.body["player_token"], game, token.RolePlayer, "", 24*time.Hour)
+	checkToken(t, r.body["spectator_token"], game, token.RoleSpectator, "", 24*time.Hour)
 	if p := r.body["players"].([]any); len(p) != 0 {
 		t.Fatalf("players %v, want none", p)
 	}
@@ -409,7 +409,7 @@ func TestCreate(t *testing.T) {
 		if p["sub"] != sub {
 			t.Fatalf("player %d: %v", i, p)
 		}
-		checkToken(t, p["token"], "match-1", gateway.RolePlayer, sub, time.Hour)
+		checkToken(t, p["token"], "match-1", token.RolePlayer, sub, time.Hour)
 	}
 	ana := join(t, sys.Pods[0].WSURL, "match-1", r.body["players"].([]any)[0].(map[string]any)["token"].(string))
 	ana.expect("game_created")
@@ -434,7 +434,7 @@ func TestCreate(t *testing.T) {
 	if r2.body["game"] != "match-2" || len(r2.body["players"].([]any)) != 1 {
 		t.Fatalf("retry answered %s, first %s", r2.raw, r1.raw)
 	}
-	checkToken(t, r2.body["players"].([]any)[0].(map[string]any)["token"], "match-2", gateway.RolePlayer, "ana", 24*time.Hour)
+	checkToken(t, r2.body["players"].([]any)[0].(map[string]any)["token"], "match-2", token.RolePlayer, "ana", 24*time.Hour)
 	expect(t, call(t, "POST", base+"/v1/games", studioKey, `{"id":"match-2"}`, "Idempotency-Key", "order-8"), http.StatusConflict, wire.CodeGameExists)
 	expect(t, call(t, "POST", base+"/v1/games", httpapitest.Keys["matcher"], `{"id":"match-2"}`, "Idempotency-Key", "order-7"), http.StatusConflict, wire.CodeGameExists)
 	if h := sys.Head("match-2"); h != 1 {
@@ -476,7 +476,11 @@ func TestCreate(t *testing.T) {
 func checkToken(t testing.TB, tok any, game, role, sub string, ttl time.Duration) {
 	t.Helper()
 	s, _ := tok.(string)
-	cl, err := gateway.VerifyToken(httpapitest.Secret, s, time.Now())
+	v, err := token.NewVerifier(token.Config{Keys: []token.Key{{Secret: httpapitest.Secret}}, MaxLifetime: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := v.Verify(s, time.Now())
 	if err != nil {
 		t.Fatalf("token %q: %v", s, err)
 	}

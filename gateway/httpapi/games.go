@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gamerelay/gamerelay/gateway"
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/jsonobj"
 	"github.com/gamerelay/gamerelay/internal/wire"
 	"github.com/gamerelay/gamerelay/sequencer"
@@ -65,7 +65,7 @@ var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 // client) makes the create a 409 that leaves its game_created behind that
 // message; so does creating a game whose stored messages all expired.
 func (a *API) createGame(r *http.Request, owner string) (int, any, error) {
-	if len(a.cfg.TokenSecret) == 0 {
+	if a.signer == nil {
 		return 0, nil, errorf(http.StatusNotImplemented, wire.CodeCreateDisabled, "creating games needs the gateway's token secret, which this server lacks")
 	}
 	idem, err := idempotencyKey(r)
@@ -211,18 +211,18 @@ func (a *API) created(game string, ttl time.Duration, players []playerRequest) (
 	iat := now.Unix()
 	exp := now.Add(ttl).Unix()
 	mint := func(role, sub string) (string, error) {
-		return gateway.MintToken(a.cfg.TokenSecret, gateway.Claims{Game: game, Role: role, Sub: sub, Exp: exp, Iat: iat})
+		return a.signer.Mint(token.Claims{Game: game, Role: role, Sub: sub, Exp: exp, Iat: iat})
 	}
 	rep := createReply{Game: game, Players: make([]playerToken, 0, len(players)), Expires: time.Unix(exp, 0).UTC().Format(time.RFC3339)}
 	var err error
-	if rep.PlayerToken, err = mint(gateway.RolePlayer, ""); err != nil {
+	if rep.PlayerToken, err = mint(token.RolePlayer, ""); err != nil {
 		return 0, nil, err
 	}
-	if rep.SpectatorToken, err = mint(gateway.RoleSpectator, ""); err != nil {
+	if rep.SpectatorToken, err = mint(token.RoleSpectator, ""); err != nil {
 		return 0, nil, err
 	}
 	for _, p := range players {
-		tok, err := mint(gateway.RolePlayer, p.Sub)
+		tok, err := mint(token.RolePlayer, p.Sub)
 		if err != nil {
 			return 0, nil, err
 		}

@@ -196,12 +196,12 @@ func TestConfig(t *testing.T) {
 		"shared key": {func(c *httpapi.Config) {
 			c.Keys = map[string]string{"a": "secret-key-0123456789", "b": "secret-key-0123456789"}
 		}, "same key"},
-		"no appender":   {func(c *httpapi.Config) { c.Appender = nil }, "Appender"},
-		"no reader":     {func(c *httpapi.Config) { c.Reader = nil }, "Reader"},
-		"short secret":  {func(c *httpapi.Config) { c.TokenSecret = []byte("short") }, "TokenSecret"},
-		"tiny body":     {func(c *httpapi.Config) { c.MaxBodyBytes = 10 }, "MaxBodyBytes"},
-		"negative ttl":  {func(c *httpapi.Config) { c.TokenTTL = -time.Hour }, "TokenTTL"},
-		"negative wait": {func(c *httpapi.Config) { c.Timeout = -time.Second }, "Timeout"},
+		"no appender":        {func(c *httpapi.Config) { c.Appender = nil }, "Appender"},
+		"no reader":          {func(c *httpapi.Config) { c.Reader = nil }, "Reader"},
+		"secret of 31 bytes": {func(c *httpapi.Config) { c.TokenSecret = []byte("secret-key-0123456789-0123456789")[:31] }, "TokenSecret"},
+		"tiny body":          {func(c *httpapi.Config) { c.MaxBodyBytes = 10 }, "MaxBodyBytes"},
+		"negative ttl":       {func(c *httpapi.Config) { c.TokenTTL = -time.Hour }, "TokenTTL"},
+		"negative wait":      {func(c *httpapi.Config) { c.Timeout = -time.Second }, "Timeout"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := ok

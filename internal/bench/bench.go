@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gamerelay/gamerelay/gateway"
+	"github.com/gamerelay/gamerelay/gateway/token"
 )
 
 // Config describes one benchmark run. Zero values are the defaults noted.
@@ -30,13 +30,15 @@ type Config struct {
 	Rate        float64       // fanout: messages/s per player, default 10
 	Duration    time.Duration // default 10s
 	Payload     int           // padding bytes per message, default 32
-	TokenSecret string        // mint tokens (spectators need one); empty: anonymous
+	TokenSecret string        // HS256 secret (≥ 32 bytes) to mint tokens (spectators need one); empty: anonymous
 	ServerPID   int           // measure this process's CPU and memory, 0: don't
 	Conns       int           // idle: connections, default 1000
 	Sources     int           // idle: spread over 127.0.0.1..127.0.0.N, default max(1, Conns/20000+1)
 	History     int           // rejoin: messages in the replayed game, default 1000
 	Others      int           // rejoin: messages of other games appended first, default 10000
 	Rejoins     int           // rejoin: measured rejoins, default 20
+
+	signer *token.Signer // from TokenSecret, set by Run
 }
 
 func (c Config) withDefaults() Config {
@@ -123,6 +125,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if !strings.HasPrefix(cfg.URL, "ws://") && !strings.HasPrefix(cfg.URL, "wss://") {
 		return nil, fmt.Errorf("bench: --url %q: want ws://host:port/ws", cfg.URL)
 	}
+	if cfg.TokenSecret != "" {
+		s, err := token.NewHMACSigner([]byte(cfg.TokenSecret), "")
+		if err != nil {
+			return nil, fmt.Errorf("bench: --token-secret: %w", err)
+		}
+		cfg.signer = s
+	}
 	switch cfg.Mode {
 	case "pingpong", "fanout":
 		return runTraffic(ctx, cfg)
@@ -138,10 +147,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 func runID() string { return strconv.FormatInt(time.Now().UnixNano()%1e9, 36) }
 
 func (cfg Config) token(game, role string) (string, error) {
-	if cfg.TokenSecret == "" {
+	if cfg.signer == nil {
 		return "", nil
 	}
-	return gateway.MintToken([]byte(cfg.TokenSecret), gateway.Claims{Game: game, Role: role, Exp: time.Now().Add(24 * time.Hour).Unix()})
+	return cfg.signer.Mint(token.Claims{Game: game, Role: role, Exp: time.Now().Add(24 * time.Hour).Unix()})
 }
 
 // openGame connects and joins players and spectators of one game.
@@ -149,9 +158,9 @@ func openGame(ctx context.Context, cfg Config, game string, firstIdx int, keep b
 	var out []*bclient
 	n := cfg.Players + cfg.Spectators
 	for i := 0; i < n; i++ {
-		role := gateway.RolePlayer
+		role := token.RolePlayer
 		if i >= cfg.Players {
-			role = gateway.RoleSpectator
+			role = token.RoleSpectator
 		}
 		c, err := dialClient(ctx, cfg.URL, nil, firstIdx+i, game)
 		if err != nil {
@@ -164,10 +173,10 @@ func openGame(ctx context.Context, cfg Config, game string, firstIdx int, keep b
 		if err != nil {
 			return out, err
 		}
-		if role == gateway.RoleSpectator && tok == "" {
+		if role == token.RoleSpectator && tok == "" {
 			// Anonymous installations have no spectators: a player that
 			// never sends is the same load.
-			role = gateway.RolePlayer
+			role = token.RolePlayer
 		}
 		if i == cfg.Players && i > 0 {
 			// A game exists once something is stored in it: before that,
@@ -393,7 +402,7 @@ func runIdle(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		go c.readLoop()
 		cs = append(cs, c)
-		tok, _ := cfg.token(game, gateway.RolePlayer)
+		tok, _ := cfg.token(game, token.RolePlayer)
 		if err := c.join(tok, 0); err != nil {
 			return nil, err
 		}
@@ -443,7 +452,7 @@ func runRejoin(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 		c.keep = true
-		tok, _ := cfg.token(game, gateway.RolePlayer)
+		tok, _ := cfg.token(game, token.RolePlayer)
 		c.hit = make(chan struct{})
 		c.watch = uint64(cfg.History)
 		hit := c.hit
@@ -493,7 +502,7 @@ func fill(ctx context.Context, cfg Config, prefix string, n, games int) error {
 		}
 		go c.readLoop()
 		cs = append(cs, c)
-		tok, _ := cfg.token(name, gateway.RolePlayer)
+		tok, _ := cfg.token(name, token.RolePlayer)
 		if err := c.join(tok, 0); err != nil {
 			return err
 		}

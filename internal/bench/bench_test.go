@@ -23,6 +23,9 @@ import (
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
+// testSecret signs the tokens of the runs with spectators.
+const testSecret = "bench-test-secret-0123456789abcdef"
+
 // startGateway runs NATS, a sequencer and one gateway in process.
 func startGateway(t *testing.T) string {
 	t.Helper()
@@ -40,7 +43,7 @@ func startGateway(t *testing.T) string {
 	go func() { _ = svc.Run(ctx, time.Second); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	feeds, _ := sequencer.NewFeeds(nc, cfg, sequencer.FeedConfig{})
-	g, err := gateway.New(sequencer.NewClient(nc, cfg), feeds, nil, gateway.Config{AllowAnonymous: true, TokenSecret: []byte("bench-test-secret-0123"), Logger: log})
+	g, err := gateway.New(sequencer.NewClient(nc, cfg), feeds, nil, gateway.Config{AllowAnonymous: true, TokenSecret: []byte(testSecret), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +87,16 @@ func serveReference(t *testing.T, rf *Reference) string {
 	return "ws://" + addr + "/ws"
 }
 
+// TestShortSecret: Run refuses an HS256 secret under 32 bytes before it
+// connects anywhere, and does not show it.
+func TestShortSecret(t *testing.T) {
+	secret := testSecret[:31]
+	_, err := Run(context.Background(), Config{URL: "ws://127.0.0.1:1/ws", Mode: "pingpong", TokenSecret: secret})
+	if err == nil || !strings.Contains(err.Error(), "--token-secret") || strings.Contains(err.Error(), secret) {
+		t.Fatalf("error %v, want one naming --token-secret without the secret", err)
+	}
+}
+
 func TestModesAgainstGatewayAndReference(t *testing.T) {
 	gw, ref := startGateway(t), startReference(t)
 	pid := os.Getpid()
@@ -93,7 +106,7 @@ func TestModesAgainstGatewayAndReference(t *testing.T) {
 	}{
 		{"pingpong gateway", Config{URL: gw, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond, ServerPID: pid}},
 		{"pingpong reference", Config{URL: ref, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond}},
-		{"fanout with spectators", Config{URL: gw, Mode: "fanout", Games: 2, Players: 2, Spectators: 3, Rate: 50, Duration: 500 * time.Millisecond, TokenSecret: "bench-test-secret-0123"}},
+		{"fanout with spectators", Config{URL: gw, Mode: "fanout", Games: 2, Players: 2, Spectators: 3, Rate: 50, Duration: 500 * time.Millisecond, TokenSecret: testSecret}},
 		{"idle", Config{URL: gw, Mode: "idle", Conns: 50, Games: 5, Sources: 3, Duration: 100 * time.Millisecond, ServerPID: pid}},
 		{"rejoin", Config{URL: gw, Mode: "rejoin", History: 300, Others: 500, Rejoins: 3}},
 	} {

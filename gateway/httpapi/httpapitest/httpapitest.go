@@ -25,7 +25,7 @@ import (
 )
 
 // Secret is the token secret of every test system.
-var Secret = []byte("httpapitest-secret-0123456789")
+var Secret = []byte("httpapitest-secret-0123456789abcdef")
 
 // Default API keys: owner → key.
 var Keys = map[string]string{
