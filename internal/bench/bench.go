@@ -295,6 +295,13 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 			closeAll(all)
 			return nil, fmt.Errorf("bench: %d of %d spectators did not join: %s", joins.Failed(), len(specs), failureList(joins.Failures))
 		}
+		// What the joins sent after the last one completed (presence
+		// messages, where joins append them) is not part of the fan-out:
+		// the run starts once every client has it.
+		if !settle(all, cfg.JoinTimeout) {
+			closeAll(all)
+			return nil, fmt.Errorf("bench: the games were not quiet %s after the spectators joined (the joins' own messages were still arriving)", cfg.JoinTimeout)
+		}
 	}
 	pad := []byte(strings.Repeat("x", cfg.Payload))
 	var sends sync.WaitGroup
@@ -407,8 +414,9 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	return r, nil
 }
 
-// settle waits until no client received anything for 300 ms (or max).
-func settle(cs []*bclient, maxWait time.Duration) {
+// settle waits until no client received a sequenced frame for 300 ms,
+// at most maxWait; it reports whether they went quiet.
+func settle(cs []*bclient, maxWait time.Duration) bool {
 	deadline := time.Now().Add(maxWait)
 	var last uint64
 	quiet := 0
@@ -424,6 +432,7 @@ func settle(cs []*bclient, maxWait time.Duration) {
 			quiet, last = 0, n
 		}
 	}
+	return quiet >= 3
 }
 
 // serverQuiet waits until process pid uses under a tenth of a core over
@@ -702,7 +711,11 @@ func readRSS(pid int) int64 {
 func (r *Report) String() string {
 	var b strings.Builder
 	if j := r.Join; r.Mode == "join" && j != nil {
-		fmt.Fprintf(&b, "mode join  url %s  %d %ss into %d games  %d in flight  since %s", r.URL, j.Clients, j.Role, j.Games, j.Inflight, j.Since)
+		games := "games"
+		if j.Games == 1 {
+			games = "game"
+		}
+		fmt.Fprintf(&b, "mode join  url %s  %d %ss into %d %s  %d in flight  since %s", r.URL, j.Clients, j.Role, j.Games, games, j.Inflight, j.Since)
 		if j.History != nil {
 			fmt.Fprintf(&b, "  history %d", *j.History)
 		}
