@@ -49,6 +49,10 @@ func TestUsageAndExitCodes(t *testing.T) {
 		"token bad role":   {[]string{"token", "--game", "g", "--role", "king", "--token-secret", "0123456789abcdef"}, nil, 2, "role"},
 		"floor no store":   {[]string{"bench", "--mode", "reference", "--persist-checked"}, nil, 2, "need --persist DIR"},
 		"two floors":       {[]string{"bench", "--mode", "reference", "--persist", "x", "--persist-checked", "--persist-group"}, nil, 2, "choose one"},
+		"bench help":       {[]string{"bench", "--help"}, nil, 0, "$GAMERELAY_SINCE_HEAD"},
+		"spectators":       {[]string{"bench", "--mode", "join", "--role", "spectator"}, nil, 2, "--role spectator needs --token-secret"},
+		"bad role":         {[]string{"bench", "--mode", "join", "--role", "king"}, nil, 2, `--role "king"`},
+		"bad history":      {[]string{"bench", "--mode", "join", "--history", "-1"}, nil, 2, "want a non-negative integer"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for k, v := range tc.env {
