@@ -298,9 +298,9 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 		// What the joins sent after the last one completed (presence
 		// messages, where joins append them) is not part of the fan-out:
 		// the run starts once every client has it.
-		if !settle(all, cfg.JoinTimeout) {
+		if !settle(all, quietMax) {
 			closeAll(all)
-			return nil, fmt.Errorf("bench: the games were not quiet %s after the spectators joined (the joins' own messages were still arriving)", cfg.JoinTimeout)
+			return nil, fmt.Errorf("bench: clients still receiving %s after the spectators joined (the joins' own messages)", quietMax)
 		}
 	}
 	pad := []byte(strings.Repeat("x", cfg.Payload))
@@ -417,22 +417,32 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 // settle waits until no client received a sequenced frame for 300 ms,
 // at most maxWait; it reports whether they went quiet.
 func settle(cs []*bclient, maxWait time.Duration) bool {
-	deadline := time.Now().Add(maxWait)
-	var last uint64
-	quiet := 0
-	for time.Now().Before(deadline) && quiet < 3 {
-		time.Sleep(100 * time.Millisecond)
+	_, ok := quietAt(cs, maxWait)
+	return ok
+}
+
+// quietAt waits until no client received a sequenced frame for 300 ms, at
+// most maxWait, and returns when the last one arrived (to within 0.1 s)
+// and whether they went quiet.
+func quietAt(cs []*bclient, maxWait time.Duration) (time.Time, bool) {
+	total := func() uint64 {
 		var n uint64
 		for _, c := range cs {
 			n += c.seen.Load()
 		}
-		if n == last {
-			quiet++
-		} else {
-			quiet, last = 0, n
+		return n
+	}
+	deadline := time.Now().Add(maxWait)
+	last, lastAt := total(), time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if n := total(); n != last {
+			last, lastAt = n, time.Now()
+		} else if time.Since(lastAt) >= 300*time.Millisecond {
+			return lastAt, true
 		}
 	}
-	return quiet >= 3
+	return lastAt, false
 }
 
 // serverQuiet waits until process pid uses under a tenth of a core over
@@ -732,11 +742,11 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "%s: all in %s  join latency p50 %s  p99 %s  max %s  failures %d [%s]\n", what,
 			j.AllJoined.Round(time.Millisecond), j.Latency.P50, j.Latency.P99, j.Latency.Max, j.Failed(), failureList(j.Failures))
 		if r.Mode == "join" {
-			fmt.Fprintf(&b, "deliveries until all joined %d (%.1f per join, %d of them replays)", j.Deliveries, j.PerJoin, j.Replayed)
+			fmt.Fprintf(&b, "deliveries until all joined %d (%.1f per join, %d of them replays); until quiet, %s later, %d (%.1f per join)\n",
+				j.Deliveries, j.PerJoin, j.Replayed, j.QuietAfter.Round(100*time.Millisecond), j.DeliveriesAll, j.PerJoinAll)
 			if j.CPUPerJoin > 0 {
-				fmt.Fprintf(&b, "  server CPU %.2fs (%.0f µs per join)", r.ServerCPUSeconds, j.CPUPerJoin)
+				fmt.Fprintf(&b, "server CPU until all joined %.2fs (%.0f µs per join); until quiet %.0f µs per join\n", r.ServerCPUSeconds, j.CPUPerJoin, j.CPUPerJoinAll)
 			}
-			b.WriteString("\n")
 		}
 	}
 	if r.Sends > 0 || r.Deliveries > 0 {

@@ -38,17 +38,32 @@ type JoinReport struct {
 
 	// Deliveries counts the sequenced frames (those with a msg_id) every
 	// connection received from the first connect until all joined, the
-	// games' creators included; Replayed the part of them each client got
-	// as its replay (msg_id ≤ its joined head). PerJoin = Deliveries/Clients.
+	// games' creators included; Replayed the part of them the joining
+	// clients got as their replay (msg_id ≤ their joined head). PerJoin =
+	// Deliveries/Clients.
 	Deliveries uint64  `json:"deliveries"`
 	Replayed   uint64  `json:"replayed"`
 	PerJoin    float64 `json:"deliveries_per_join"`
+	// QuietAfter is the time from all joined until the last sequenced
+	// frame reached a client (to within 0.1 s): where joins append
+	// presence messages, much of what they cause is delivered after the
+	// last join completed. DeliveriesAll and PerJoinAll count up to then:
+	// everything the joins caused.
+	QuietAfter    time.Duration `json:"quiet_after_ns"`
+	DeliveriesAll uint64        `json:"deliveries_all"`
+	PerJoinAll    float64       `json:"deliveries_per_join_all"`
 	// CPUPerJoin is the server's CPU from the first connect until all
-	// joined, divided by Clients, in µs (with ServerPID).
-	CPUPerJoin float64 `json:"server_cpu_us_per_join,omitempty"`
+	// joined, CPUPerJoinAll until quiet, divided by Clients, in µs (with
+	// ServerPID).
+	CPUPerJoin    float64 `json:"server_cpu_us_per_join,omitempty"`
+	CPUPerJoinAll float64 `json:"server_cpu_us_per_join_all,omitempty"`
 	// Settle is how long after the last join the server's RSS was read.
 	Settle time.Duration `json:"settle_ns,omitempty"`
 }
+
+// quietMax bounds the wait, after the last join, for the clients to stop
+// receiving: what the joins caused still arriving.
+const quietMax = 10 * time.Minute
 
 // Failed is the number of clients whose join did not complete.
 func (j *JoinReport) Failed() uint64 {
@@ -90,7 +105,8 @@ type joinOutcome struct {
 	failed   []*bclient // connections whose join failed, closing in the background
 	failures map[string]uint64
 	lat      *hist
-	elapsed  time.Duration // first connect until the last join ended
+	start    time.Time     // the first connect
+	elapsed  time.Duration // from start until the last join ended
 	closing  sync.WaitGroup
 }
 
@@ -129,7 +145,7 @@ func (cfg Config) joinAll(ctx context.Context, specs []joinSpec, keep bool) *joi
 	o := &joinOutcome{ok: make([]*bclient, len(specs)), failures: map[string]uint64{}, lat: newHist()}
 	slots := make(chan struct{}, cfg.Inflight)
 	var wg sync.WaitGroup
-	start := time.Now()
+	o.start = time.Now()
 	for i, s := range specs {
 		if ctx.Err() == nil {
 			select {
@@ -164,7 +180,7 @@ func (cfg Config) joinAll(ctx context.Context, specs []joinSpec, keep bool) *joi
 		}(i, s)
 	}
 	wg.Wait()
-	o.elapsed = time.Since(start)
+	o.elapsed = time.Since(o.start)
 	return o
 }
 
@@ -307,20 +323,18 @@ func runJoin(ctx context.Context, cfg Config) (*Report, error) {
 	cpu1 := readCPU(cfg.ServerPID)
 	jr := o.report(cfg, cfg.Clients, cfg.Games, cfg.Role)
 	joiners := o.clients()
-	for _, c := range joiners {
-		jr.Deliveries += c.recv.Load()
+	delivered := func() uint64 {
+		var n uint64
+		for _, c := range joiners {
+			n += c.recv.Load()
+		}
+		for i, c := range creators {
+			n += c.recv.Load() - base[i]
+		}
+		return n
 	}
-	for i, c := range creators {
-		jr.Deliveries += c.recv.Load() - base[i]
-	}
+	jr.Deliveries = delivered()
 	jr.PerJoin = float64(jr.Deliveries) / float64(cfg.Clients)
-
-	select {
-	case <-time.After(cfg.Settle):
-	case <-ctx.Done():
-	}
-	jr.Settle = cfg.Settle
-	rss1 := readRSS(cfg.ServerPID)
 	held := make([]*bclient, 0, jr.Joined+len(creators))
 	for _, c := range o.ok {
 		if c != nil {
@@ -328,7 +342,35 @@ func runJoin(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	held = append(held, creators...)
-	settle(held, 5*time.Second)
+
+	// The server's RSS Settle after the last join, as it is then (no GC
+	// forced); meanwhile, wait until no client receives anything more.
+	type quiet struct {
+		at  time.Time
+		ok  bool
+		n   uint64
+		cpu float64
+	}
+	qc := make(chan quiet, 1)
+	go func() {
+		at, ok := quietAt(held, quietMax)
+		qc <- quiet{at, ok, delivered(), readCPU(cfg.ServerPID)}
+	}()
+	select {
+	case <-time.After(cfg.Settle):
+	case <-ctx.Done():
+	}
+	jr.Settle = cfg.Settle
+	rss1 := readRSS(cfg.ServerPID)
+	q := <-qc
+	if !q.ok {
+		closeAll(held)
+		o.closing.Wait()
+		return nil, fmt.Errorf("bench: clients still receiving %s after the last join", quietMax)
+	}
+	jr.QuietAfter = max(0, q.at.Sub(o.start.Add(o.elapsed)))
+	jr.DeliveriesAll = q.n
+	jr.PerJoinAll = float64(q.n) / float64(cfg.Clients)
 
 	r := &Report{Mode: "join", URL: cfg.URL, Games: cfg.Games, Connections: jr.Joined, Elapsed: jr.AllJoined,
 		Errors: map[string]uint64{}, Join: jr}
@@ -347,6 +389,16 @@ func runJoin(ctx context.Context, cfg Config) (*Report, error) {
 			r.GamesMismatched++
 		}
 	}
+	for _, c := range held {
+		select {
+		case <-c.done:
+			if r.Closed == nil {
+				r.Closed = map[string]uint64{}
+			}
+			r.Closed[strconv.Itoa(int(c.closeCode))]++
+		default:
+		}
+	}
 	closeAll(held)
 	o.closing.Wait()
 	for _, c := range held {
@@ -361,9 +413,10 @@ func runJoin(ctx context.Context, cfg Config) (*Report, error) {
 	for _, c := range joiners {
 		jr.Replayed += c.replayed
 	}
-	if cfg.ServerPID > 0 && cpu0 >= 0 && cpu1 >= 0 {
+	if cfg.ServerPID > 0 && cpu0 >= 0 && cpu1 >= 0 && q.cpu >= 0 {
 		r.ServerCPUSeconds = cpu1 - cpu0
 		jr.CPUPerJoin = r.ServerCPUSeconds / float64(cfg.Clients) * 1e6
+		jr.CPUPerJoinAll = (q.cpu - cpu0) / float64(cfg.Clients) * 1e6
 	}
 	if rss0 > 0 && rss1 > 0 {
 		r.ServerRSSBytes = rss1

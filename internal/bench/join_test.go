@@ -183,6 +183,10 @@ func TestJoinDeliveriesPerJoin(t *testing.T) {
 			if j.Deliveries != 50*tc.perJoin || j.Replayed != 50*tc.perJoin || j.PerJoin != float64(tc.perJoin) {
 				t.Fatalf("deliveries %d (%v per join), replayed %d; want %d per join", j.Deliveries, j.PerJoin, j.Replayed, tc.perJoin)
 			}
+			// Nothing follows the joins here.
+			if j.DeliveriesAll != j.Deliveries || j.PerJoinAll != j.PerJoin || j.QuietAfter < 0 {
+				t.Fatalf("until quiet: %d deliveries (%v per join) after %v", j.DeliveriesAll, j.PerJoinAll, j.QuietAfter)
+			}
 			if r.Unsequenced < 50 {
 				t.Fatalf("%d audience frames ignored, want one per join at least", r.Unsequenced)
 			}
@@ -310,15 +314,25 @@ func TestJoinModeAgainstGatewayAndReference(t *testing.T) {
 			results[tc.name] = r
 		})
 	}
-	// Today every join appends a presence message that the game's members
-	// receive and later joiners replay: at least the creator's presence
-	// and first message, and each earlier joiner's presence.
-	if p := results["players"]; p != nil && p.Join.Deliveries < 50*2 {
-		t.Errorf("players: %d deliveries for 50 joins", p.Join.Deliveries)
+	// Today every join appends a presence message. Once quiet, a game of
+	// n joiners holds n+2 messages (its creator's presence and first
+	// message, and theirs), all of which each joiner got with since 0;
+	// its creator got the n presences (and its own, if that was stored
+	// after its first message).
+	for name, n := range map[string]uint64{"players": 50, "spectators": 50, "players, 5 games": 10} {
+		r := results[name]
+		if r == nil {
+			continue
+		}
+		games := uint64(r.Games)
+		want := games * (n*(n+2) + n)
+		if got := r.Join.DeliveriesAll; got < want || got > want+games || r.Join.Deliveries > got {
+			t.Errorf("%s: %d deliveries until all joined, %d until quiet; want %d until quiet (+ up to %d)", name, r.Join.Deliveries, got, want, games)
+		}
 	}
 	// The reference announces no one and replays nothing.
-	if r := results["reference"]; r != nil && r.Join.Deliveries != 0 {
-		t.Errorf("reference: %d deliveries for joins that append nothing", r.Join.Deliveries)
+	if r := results["reference"]; r != nil && r.Join.DeliveriesAll != 0 {
+		t.Errorf("reference: %d deliveries for joins that append nothing", r.Join.DeliveriesAll)
 	}
 }
 
