@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 
@@ -15,7 +17,7 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("bench", "Load generator that verifies order: drives a gateway over WebSockets and\nreports throughput, latency, server CPU per delivery and memory per\nconnection; every client checks dense msg_id order and all clients of a\ngame must see the same sequence. --mode reference serves the bare\nin-memory relay used as the reference.", stderr)
+	fs := cli.NewFlagSet("bench", "Load generator that verifies order: drives a gateway over WebSockets and\nreports throughput, latency, server CPU per delivery and memory per\nconnection; every client checks dense msg_id order and all clients of a\ngame must see the same sequence. --mode join measures joining: time,\nlatency, failures, deliveries and server memory per join. --mode\nreference serves the bare in-memory relay used as the reference.", stderr)
 	var (
 		cfg             bench.Config
 		asJSON          bool
@@ -25,9 +27,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		checked         bool
 		out             string
 		short           bool
+		history         optUint
 	)
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
-	fs.StringVar(&cfg.Mode, "mode", "pingpong", "pingpong | fanout | idle | rejoin | reference")
+	fs.StringVar(&cfg.Mode, "mode", "pingpong", "pingpong | fanout | idle | rejoin | join | reference")
 	fs.IntVar(&cfg.Games, "games", 1, "games")
 	fs.IntVar(&cfg.Players, "players", 2, "players per game")
 	fs.IntVar(&cfg.Spectators, "spectators", 0, "spectators per game (need --token-secret on a gateway without anonymous play)")
@@ -37,10 +40,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "mint HS256 tokens with this secret, at least 32 bytes (spectators need them)")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "measure this process's CPU seconds and resident memory (rejoin: wait for it to go quiet after filling the stream)")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "idle: connections to open")
-	fs.IntVar(&cfg.Sources, "sources", 0, "idle: source addresses 127.0.0.1..N to spread connections over (default: enough for --conns)")
-	fs.IntVar(&cfg.History, "history", 1000, "rejoin: messages in the replayed game")
+	fs.IntVar(&cfg.Sources, "sources", 0, "idle, join, and the spectators of pingpong and fanout: source addresses 127.0.0.1..N to spread connections over, for a server on the loopback (default: enough for the connections, 20,000 each)")
+	fs.Var(&history, "history", "rejoin: messages in the replayed game (default 1000); join: send \"history\":N in every join frame, asking to replay only the last N messages (not sent unless given)")
 	fs.IntVar(&cfg.Others, "others", 10000, "rejoin: messages of other games appended before")
 	fs.IntVar(&cfg.Rejoins, "rejoins", 20, "rejoin: measured rejoins")
+	fs.IntVar(&cfg.Clients, "clients", 1000, "join: clients that join, spread evenly over --games (each game is first created by one more player)")
+	fs.IntVar(&cfg.Inflight, "inflight", 200, "join, and the spectators of pingpong and fanout: joins in flight at once (a client is in flight from connect until joined and its replay arrived)")
+	fs.StringVar(&cfg.Role, "role", "player", "join: player or spectator (spectators need --token-secret)")
+	fs.BoolVar(&cfg.SinceHead, "since-head", false, "join: join with since = the game's current head, a resume that replays nothing (default: since=0, replay everything)")
+	fs.DurationVar(&cfg.Settle, "settle", 30e9, "join: how long after the last join the server's RSS is read (--server-pid; no GC is forced)")
+	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", 60e9, "join, and the spectators of pingpong and fanout: a join not complete this long after connect fails")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8090", "reference: listen address")
 	fs.StringVar(&persist, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
@@ -55,6 +64,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if suite {
 		return runSuite(ctx, out, short, stdout)
+	}
+	if history.set {
+		cfg.History = int(min(history.v, math.MaxInt32))
+		if cfg.Mode == "join" {
+			cfg.JoinHistory = &history.v
+		}
 	}
 	if cfg.Mode == "reference" {
 		log, err := lf.logger(stderr)
@@ -92,6 +107,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return rf.Serve(ctx, listen)
 	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
 	r, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
@@ -106,7 +124,32 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stdout, r.String())
 	}
 	if !r.OK() {
-		return fmt.Errorf("verification failed: %d order violations, %d games mismatched, errors %v", r.OrderViolations, r.GamesMismatched, r.Errors)
+		return fmt.Errorf("verification failed: %d order violations, %d games mismatched, errors %v, disconnected early %v", r.OrderViolations, r.GamesMismatched, r.Errors, r.Closed)
 	}
+	if r.Join != nil && r.Join.Failed() > 0 {
+		return fmt.Errorf("%d of %d joins failed: %v", r.Join.Failed(), r.Join.Clients, r.Join.Failures)
+	}
+	return nil
+}
+
+// optUint is a flag whose absence differs from any value.
+type optUint struct {
+	v   uint64
+	set bool
+}
+
+func (o *optUint) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return strconv.FormatUint(o.v, 10)
+}
+
+func (o *optUint) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return errors.New("want a non-negative integer")
+	}
+	o.v, o.set = v, true
 	return nil
 }

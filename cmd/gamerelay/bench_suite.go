@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -30,9 +32,28 @@ type suiteRun struct {
 	server string // "gamerelay", "reference", "reference+js" or "reference+checked"
 }
 
+// fresh reports whether the run measures memory, so runs on a server
+// started for it: after other runs the runtime returns their garbage to
+// the system while the new connections are held, and the RSS growth per
+// connection comes out too low, even negative.
+func (r suiteRun) fresh() bool { return r.cfg.Mode == "idle" || r.cfg.Mode == "join" }
+
+// suiteServer is one server process of the suite.
+type suiteServer struct {
+	args   func(n int) []string // the arguments of its n-th start
+	data   func(n int) string   // the data directory of its n-th start, if any
+	ready  string               // answers HTTP once the server serves
+	url    string               // its WebSocket URL
+	cmd    *exec.Cmd
+	starts int
+	served bool // a run has used it since it started
+}
+
 // runSuite starts `gamerelay dev` and the reference relay as separate
 // processes, runs the standard suite against both, and writes the table
-// into out (between the markers), or to w if out is empty.
+// into out (between the markers), or to w if out is empty. A run that
+// fails is marked in the table and the suite goes on; runSuite then
+// returns an error after writing the table.
 func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -49,101 +70,161 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 		refCheckedListen             = "127.0.0.1:18092"
 		secret                       = "bench-suite-secret-0123456789abcdef"
 	)
-	start := func(args ...string) (*exec.Cmd, error) {
-		cmd := exec.CommandContext(ctx, self, args...)
+	numbered := func(name string) func(int) string {
+		return func(n int) string { return filepath.Join(dir, fmt.Sprintf("%s-%d", name, n)) }
+	}
+	reference := func(listen, data string, extra ...string) *suiteServer {
+		s := &suiteServer{ready: "http://" + listen + "/", url: "ws://" + listen + "/ws"}
+		if data != "" {
+			s.data = numbered(data)
+		}
+		s.args = func(n int) []string {
+			args := []string{"bench", "--mode", "reference", "--listen", listen, "--log-level", "error"}
+			if s.data != nil {
+				args = append(args, "--persist", s.data(n))
+			}
+			return append(args, extra...)
+		}
+		return s
+	}
+	dev := &suiteServer{data: numbered("dev"), ready: "http://" + devAdmin + "/readyz", url: "ws://" + devListen + "/ws"}
+	dev.args = func(n int) []string {
+		// The big audience is one game of 10,002 clients, above the
+		// gateway's default bound of 10,000 per game.
+		return []string{"dev", "--data", dev.data(n), "--listen", devListen, "--admin", devAdmin,
+			"--nats-listen", devNATS, "--token-secret", secret, "--archive=false", "--log-level", "error",
+			"--max-clients-per-game", "20000"}
+	}
+	servers := map[string]*suiteServer{
+		"gamerelay":         dev,
+		"reference":         reference(refListen, ""),
+		"reference+js":      reference(refJSListen, "reference-js"),
+		"reference+checked": reference(refCheckedListen, "reference-checked", "--persist-checked"),
+	}
+	launch := func(s *suiteServer) error {
+		cmd := exec.CommandContext(ctx, self, s.args(s.starts)...)
 		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 		if err := cmd.Start(); err != nil {
-			return nil, err
+			return err
 		}
-		return cmd, nil
+		s.cmd, s.served = cmd, false
+		s.starts++
+		return nil
 	}
-	dev, err := start("dev", "--data", filepath.Join(dir, "dev"), "--listen", devListen, "--admin", devAdmin,
-		"--nats-listen", devNATS, "--token-secret", secret, "--archive=false", "--log-level", "error")
-	if err != nil {
-		return err
+	defer func() {
+		for _, s := range servers {
+			if s.cmd != nil {
+				stopProcess(s.cmd)
+			}
+		}
+	}()
+	for _, s := range servers {
+		if err := launch(s); err != nil {
+			return err
+		}
 	}
-	defer stopProcess(dev)
-	ref, err := start("bench", "--mode", "reference", "--listen", refListen, "--log-level", "error")
-	if err != nil {
-		return err
+	for name, s := range servers {
+		if err := waitHTTP(ctx, s.ready); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
 	}
-	defer stopProcess(ref)
-	refJS, err := start("bench", "--mode", "reference", "--listen", refJSListen, "--persist", filepath.Join(dir, "reference-js"), "--log-level", "error")
-	if err != nil {
-		return err
-	}
-	defer stopProcess(refJS)
-	refChecked, err := start("bench", "--mode", "reference", "--listen", refCheckedListen, "--persist", filepath.Join(dir, "reference-checked"), "--persist-checked", "--log-level", "error")
-	if err != nil {
-		return err
-	}
-	defer stopProcess(refChecked)
-	if err := waitHTTP(ctx, "http://"+refJSListen+"/"); err != nil {
-		return fmt.Errorf("persisting reference relay: %w", err)
-	}
-	if err := waitHTTP(ctx, "http://"+refCheckedListen+"/"); err != nil {
-		return fmt.Errorf("persisting reference relay (checked): %w", err)
-	}
-	if err := waitHTTP(ctx, "http://"+devAdmin+"/readyz"); err != nil {
-		return fmt.Errorf("gamerelay dev: %w", err)
-	}
-	if err := waitHTTP(ctx, "http://"+refListen+"/"); err != nil {
-		return fmt.Errorf("reference relay: %w", err)
+	restart := func(name string, s *suiteServer) error {
+		stopProcess(s.cmd)
+		s.cmd = nil
+		if s.data != nil {
+			_ = os.RemoveAll(s.data(s.starts - 1))
+		}
+		if err := launch(s); err != nil {
+			return err
+		}
+		if err := waitHTTP(ctx, s.ready); err != nil {
+			return fmt.Errorf("%s restarted: %w", name, err)
+		}
+		return nil
 	}
 
 	d := 20 * time.Second
 	idle, others := 9000, 1_000_000
+	joinN, joinSmall, audience, settle := 9000, 1000, 10_000, 30*time.Second
 	if short {
 		d, idle, others = 3*time.Second, 500, 20_000
+		joinN, joinSmall, audience, settle = 300, 100, 300, 2*time.Second
 	}
-	urls := map[string]string{"gamerelay": "ws://" + devListen + "/ws", "reference": "ws://" + refListen + "/ws",
-		"reference+js": "ws://" + refJSListen + "/ws", "reference+checked": "ws://" + refCheckedListen + "/ws"}
-	pids := map[string]int{"gamerelay": dev.Process.Pid, "reference": ref.Process.Pid,
-		"reference+js": refJS.Process.Pid, "reference+checked": refChecked.Process.Pid}
 	// Servers compared in a ratio run back to back, so that a change in
 	// the shared machine's speed during the suite touches both alike.
-	// Idle runs first, on fresh servers: after the other scenarios the
-	// runtime returns their garbage to the system during the hold, and
-	// the RSS growth per connection came out too low, even negative.
+	// Runs that measure memory (idle, join) run on servers started for
+	// them (suiteRun.fresh).
 	var runs []suiteRun
-	for _, sc := range []suiteRun{
-		{fmt.Sprintf("idle %d connections", idle), bench.Config{Mode: "idle", Conns: idle, Games: idle / 10, Duration: 5 * time.Second}, ""},
-		{"pingpong 10×1", bench.Config{Mode: "pingpong", Games: 10, Players: 1, Duration: d}, ""},
-		{"fanout 10×4 (1 sender at 50/s + 3 spectators)", bench.Config{Mode: "fanout", Games: 10, Players: 1, Spectators: 3, Rate: 50, Duration: d}, ""},
-		{"fanout 100×8 (1 sender at 10/s + 7 spectators)", bench.Config{Mode: "fanout", Games: 100, Players: 1, Spectators: 7, Rate: 10, Duration: d}, ""},
-	} {
-		for _, srv := range []string{"reference", "reference+js", "reference+checked", "gamerelay"} {
-			if sc.cfg.Mode == "idle" && strings.HasPrefix(srv, "reference+") {
-				continue // they hold connections exactly like the bare relay
-			}
-			sc.server = srv
-			runs = append(runs, sc)
+	add := func(name string, cfg bench.Config, servers ...string) {
+		for _, srv := range servers {
+			runs = append(runs, suiteRun{name, cfg, srv})
 		}
 	}
-	runs = append(runs,
-		suiteRun{"rejoin 1,000 messages, 10k others", bench.Config{Mode: "rejoin", History: 1000, Others: 10_000, Rejoins: 50}, "gamerelay"},
-		suiteRun{fmt.Sprintf("rejoin 1,000 messages, %d others", others), bench.Config{Mode: "rejoin", History: 1000, Others: others, Rejoins: 50}, "gamerelay"},
-	)
+	all := []string{"reference", "reference+js", "reference+checked", "gamerelay"}
+	// The floors hold connections and join exactly like the bare relay.
+	bare := []string{"reference", "gamerelay"}
+	add(fmt.Sprintf("idle %d connections", idle), bench.Config{Mode: "idle", Conns: idle, Games: idle / 10, Duration: 5 * time.Second}, bare...)
+	for _, role := range []string{"player", "spectator"} {
+		for _, j := range []struct{ clients, games int }{{joinN, 1}, {joinN, joinN / 10}, {joinSmall, 1}} {
+			name := fmt.Sprintf("join %d %ss into 1 game", j.clients, role)
+			if j.games > 1 {
+				name = fmt.Sprintf("join %d %ss into %d games (%d each)", j.clients, role, j.games, j.clients/j.games)
+			}
+			add(name, bench.Config{Mode: "join", Role: role, Clients: j.clients, Games: j.games, Inflight: 200, Settle: settle}, bare...)
+		}
+	}
+	add("pingpong 10×1", bench.Config{Mode: "pingpong", Games: 10, Players: 1, Duration: d}, all...)
+	add("fanout 10×4 (1 sender at 50/s + 3 spectators)", bench.Config{Mode: "fanout", Games: 10, Players: 1, Spectators: 3, Rate: 50, Duration: d}, all...)
+	add("fanout 100×8 (1 sender at 10/s + 7 spectators)", bench.Config{Mode: "fanout", Games: 100, Players: 1, Spectators: 7, Rate: 10, Duration: d}, all...)
+	// At 40 messages/s the floors' one publish per message is nothing
+	// next to the fan-out: they would measure the bare relay again.
+	add(fmt.Sprintf("fanout 1×%d (2 senders at 20/s + %d spectators)", audience+2, audience),
+		bench.Config{Mode: "fanout", Games: 1, Players: 2, Spectators: audience, Rate: 20, Duration: d, Inflight: 200}, bare...)
+	add("rejoin 1,000 messages, 10k others", bench.Config{Mode: "rejoin", History: 1000, Others: 10_000, Rejoins: 50}, "gamerelay")
+	add(fmt.Sprintf("rejoin 1,000 messages, %d others", others), bench.Config{Mode: "rejoin", History: 1000, Others: others, Rejoins: 50}, "gamerelay")
+
 	results := make([]*bench.Report, len(runs))
+	failed := make([]string, len(runs))
+	nfailed := 0
 	for i, r := range runs {
+		srv := servers[r.server]
+		if r.fresh() && srv.served {
+			if err := restart(r.server, srv); err != nil {
+				return err
+			}
+		}
+		srv.served = true
 		cfg := r.cfg
-		cfg.URL, cfg.ServerPID, cfg.TokenSecret = urls[r.server], pids[r.server], secret
+		cfg.URL, cfg.ServerPID, cfg.TokenSecret = srv.url, srv.cmd.Process.Pid, secret
 		fmt.Fprintf(os.Stderr, "bench suite: %s against %s\n", r.name, r.server)
 		rep, err := bench.Run(ctx, cfg)
-		if err != nil {
-			return fmt.Errorf("%s against %s: %w", r.name, r.server, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		if !rep.OK() {
-			return fmt.Errorf("%s against %s: verification failed: %s", r.name, r.server, rep)
+		switch {
+		case err != nil:
+			failed[i] = err.Error()
+		case !rep.OK():
+			failed[i] = fmt.Sprintf("verification failed: %d order violations, %d games mismatched, errors %v, disconnected early %v",
+				rep.OrderViolations, rep.GamesMismatched, rep.Errors, rep.Closed)
+		default:
+			results[i] = rep
 		}
-		results[i] = rep
+		if failed[i] != "" {
+			nfailed++
+			fmt.Fprintf(os.Stderr, "bench suite: %s against %s: %s\n", r.name, r.server, failed[i])
+		}
 	}
-	table := suiteTable(runs, results)
+	table := suiteTable(runs, results, failed)
 	if out == "" {
-		_, err := io.WriteString(w, table)
-		return err
+		_, err = io.WriteString(w, table)
+	} else {
+		err = spliceFile(out, table)
 	}
-	return spliceFile(out, table)
+	if err == nil && nfailed > 0 {
+		err = fmt.Errorf("bench suite: %d runs failed (marked in the table)", nfailed)
+	}
+	return err
 }
 
 func stopProcess(cmd *exec.Cmd) {
@@ -176,7 +257,9 @@ func waitHTTP(ctx context.Context, url string) error {
 }
 
 // suiteTable renders the results, gamerelay next to the reference.
-func suiteTable(runs []suiteRun, results []*bench.Report) string {
+// results[i] is nil where run i failed, and failed[i] (if failed is not
+// nil) says why.
+func suiteTable(runs []suiteRun, results []*bench.Report, failed []string) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "Generated %s by `make bench` (`gamerelay bench --suite`) on %s: %d CPUs, %s, %s/%s.\n",
@@ -188,14 +271,30 @@ func suiteTable(runs []suiteRun, results []*bench.Report) string {
 	b.WriteString("R1 file storage) before relaying it: reference+js (`--persist DIR`), what persisting every message costs, and\n")
 	b.WriteString("reference+checked (`--persist DIR --persist-checked`), whose publishes carry the two checks every gamerelay\n")
 	b.WriteString("append makes JetStream do (expected last sequence of the game's subject, a unique Nats-Msg-Id): what persisting\n")
-	b.WriteString("every message costs as gamerelay's design requires. Servers compared in a ratio run back to back.\n")
-	b.WriteString("Every run verified dense msg_id order on every client and identical sequences per game.\n\n")
+	b.WriteString("every message costs as gamerelay's design requires. Servers compared in a ratio run back to back; idle and join\n")
+	b.WriteString("runs each on a server started for them. Every run verified dense msg_id order on every client and identical\n")
+	b.WriteString("sequences per game, up to the game's last message, unless it is listed under \"Failed runs\".\n\n")
 	b.WriteString("| run | server | msgs/s sent | deliveries/s | p50 / p99 send→delivery | server CPU µs/delivery | RSS/conn | replay p50 / p99 |\n")
 	b.WriteString("|---|---|---:|---:|---|---:|---:|---|\n")
 	byName := map[string]*bench.Report{}
+	var fails []string
 	for i, r := range runs {
 		rep := results[i]
+		if rep == nil || failed != nil && failed[i] != "" {
+			why := "no result"
+			if failed != nil && failed[i] != "" {
+				why = failed[i]
+			}
+			fails = append(fails, fmt.Sprintf("- %s against %s: %s\n", r.name, r.server, why))
+			if r.cfg.Mode != "join" {
+				fmt.Fprintf(&b, "| %s | %s | failed |  |  |  |  |  |\n", r.name, r.server)
+			}
+			continue
+		}
 		byName[r.name+"/"+r.server] = rep
+		if r.cfg.Mode == "join" {
+			continue
+		}
 		lat, cpu, rss, replay := "", "", "", ""
 		if rep.All.Count > 0 {
 			lat = fmt.Sprintf("%s / %s", rep.All.P50.Round(time.Microsecond), rep.All.P99.Round(time.Microsecond))
@@ -215,6 +314,7 @@ func suiteTable(runs []suiteRun, results []*bench.Report) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.server, sends, dels, lat, cpu, rss, replay)
 	}
+	joinTable(&b, runs, results, failed)
 	b.WriteString("\nRatios, same run: gamerelay / reference, in brackets the floors reference+js / reference and\n")
 	b.WriteString("reference+checked / reference; then gamerelay / reference+checked, the measure of issue 7's target (as close to\n")
 	b.WriteString("the reference as persistence allows). BRIEF §6's targets are against the bare reference.\n\n")
@@ -224,7 +324,7 @@ func suiteTable(runs []suiteRun, results []*bench.Report) string {
 		}
 		g, ref := byName[r.name+"/gamerelay"], byName[r.name+"/reference"]
 		js, ck := byName[r.name+"/reference+js"], byName[r.name+"/reference+checked"]
-		if ref == nil {
+		if g == nil || ref == nil {
 			continue
 		}
 		switch {
@@ -240,6 +340,11 @@ func suiteTable(runs []suiteRun, results []*bench.Report) string {
 				r.name, g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, js.ServerCPUPerDelivery/ref.ServerCPUPerDelivery,
 				ck.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery/ck.ServerCPUPerDelivery,
 				g.All.P99.Round(time.Microsecond), ref.All.P99.Round(time.Microsecond), js.All.P99.Round(time.Microsecond), ck.All.P99.Round(time.Microsecond))
+		case r.cfg.Mode == "fanout" && ref.ServerCPUPerDelivery > 0:
+			fmt.Fprintf(&b, "- %s: CPU per delivery %.2f× the reference (%.1f vs %.1f µs); %.0f vs %.0f deliveries/s; p99 latency %s vs %s; "+
+				"every spectator got every message in order\n",
+				r.name, g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery, ref.ServerCPUPerDelivery,
+				g.DeliveriesSec, ref.DeliveriesSec, g.All.P99.Round(time.Microsecond), ref.All.P99.Round(time.Microsecond))
 		case r.cfg.Mode == "idle" && (g.ServerRSSPerConn <= 0 || ref.ServerRSSPerConn <= 0):
 			fmt.Fprintf(&b, "- %s: no figure, a server's RSS did not grow during the hold (%.1f / %.1f KiB per connection)\n",
 				r.name, g.ServerRSSPerConn/1024, ref.ServerRSSPerConn/1024)
@@ -250,7 +355,7 @@ func suiteTable(runs []suiteRun, results []*bench.Report) string {
 	}
 	var rj []*bench.Report
 	for i, r := range runs {
-		if r.cfg.Mode == "rejoin" {
+		if r.cfg.Mode == "rejoin" && results[i] != nil {
 			rj = append(rj, results[i])
 		}
 	}
@@ -258,7 +363,186 @@ func suiteTable(runs []suiteRun, results []*bench.Report) string {
 		fmt.Fprintf(&b, "- replay of 1,000 messages: p50 with %d others / with %d others = %.2f× (target within 2×; 50 rejoins each, on a quiet server)\n",
 			rj[1].Replay.Others, rj[0].Replay.Others, float64(rj[1].Replay.Latency.P50)/float64(rj[0].Replay.Latency.P50))
 	}
+	joinRatios(&b, runs, results)
+	if len(fails) > 0 {
+		b.WriteString("\nFailed runs (no figures, or figures not verified):\n\n")
+		for _, f := range fails {
+			b.WriteString(f)
+		}
+	}
 	return b.String()
+}
+
+// joinTable renders the join runs.
+func joinTable(b *strings.Builder, runs []suiteRun, results []*bench.Report, failed []string) {
+	first := true
+	for i, r := range runs {
+		if r.cfg.Mode != "join" {
+			continue
+		}
+		if first {
+			first = false
+			settle := r.cfg.Settle
+			if settle == 0 {
+				settle = 30 * time.Second
+			}
+			fmt.Fprintf(b, "\nJoining (`gamerelay bench --mode join`): N clients join one game, or N/10 games with 10 each, %d joins in\n", r.cfg.Inflight)
+			b.WriteString("flight, with since=0 (each replays the game's log); each game is created first by one more player sending one\n")
+			b.WriteString("message. \"all joined in\": first connect to the last join complete (joined, then its replay up to joined's head);\n")
+			b.WriteString("\"quiet after\": from then until the last frame the joins caused reached a client (where joins append presence\n")
+			b.WriteString("messages, most of their fan-out comes after the last join); join latency: connect to complete; deliveries per\n")
+			b.WriteString("join: sequenced frames all connections received, until all joined / until quiet, ÷ N; server CPU per join, the\n")
+			fmt.Fprintf(b, "same two ways; RSS growth: the server's RSS %s after the last join (no GC forced) minus before the first\n", settle)
+			b.WriteString("connect, ÷ the clients that joined; failures: joins that did not complete, by reason. The reference keeps no\n")
+			b.WriteString("history and announces no one, and its spectators are players.\n\n")
+			b.WriteString("| run | server | all joined in | quiet after | join p50 / p99 | deliveries per join | server CPU µs/join | RSS growth/conn | failures |\n")
+			b.WriteString("|---|---|---:|---:|---|---:|---:|---:|---|\n")
+		}
+		rep := results[i]
+		if rep == nil || rep.Join == nil || failed != nil && failed[i] != "" {
+			fmt.Fprintf(b, "| %s | %s | failed |  |  |  |  |  |  |\n", r.name, r.server)
+			continue
+		}
+		j := rep.Join
+		cpu, rss := "", ""
+		if j.CPUPerJoin > 0 {
+			cpu = fmt.Sprintf("%.0f / %.0f", j.CPUPerJoin, j.CPUPerJoinAll)
+		}
+		if rep.ServerRSSBytes > 0 && j.Joined > 0 {
+			rss = fmt.Sprintf("%.1f KiB", rep.ServerRSSPerConn/1024)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s / %s | %.1f / %.1f | %s | %s | %s |\n", r.name, r.server,
+			j.AllJoined.Round(time.Millisecond), j.QuietAfter.Round(100*time.Millisecond),
+			j.Latency.P50.Round(time.Microsecond), j.Latency.P99.Round(time.Microsecond), j.PerJoin, j.PerJoinAll, cpu, rss, failureText(j))
+	}
+}
+
+func failureText(j *bench.JoinReport) string {
+	if j.Failed() == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(j.Failures))
+	for k := range j.Failures {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, j.Failures[k])
+	}
+	return fmt.Sprintf("%d of %d (%s)", j.Failed(), j.Clients, strings.Join(parts, ", "))
+}
+
+// joinRatios says, per role, whether joining costs the same whatever the
+// audience: the time for N clients to join one game against N/10 games,
+// the deliveries per join of N clients into one game against those of
+// the small run into one game; then memory per connection and failures.
+func joinRatios(b *strings.Builder, runs []suiteRun, results []*bench.Report) {
+	type key struct {
+		role, server   string
+		clients, games int
+	}
+	got := map[key]*bench.Report{}
+	// Per role: the big run's clients (n), the small run's (s), and the
+	// games the big run's clients are spread over in the other (m).
+	nOf, sOf, mOf := map[string]int{}, map[string]int{}, map[string]int{}
+	var roles []string
+	for i, r := range runs {
+		if r.cfg.Mode != "join" {
+			continue
+		}
+		role := r.cfg.Role
+		if role == "" {
+			role = "player"
+		}
+		if !slices.Contains(roles, role) {
+			roles = append(roles, role)
+		}
+		switch {
+		case r.cfg.Games > 1:
+			mOf[role] = r.cfg.Games
+		case sOf[role] == 0 || r.cfg.Clients < sOf[role]:
+			sOf[role] = r.cfg.Clients
+		}
+		if r.cfg.Games <= 1 {
+			nOf[role] = max(nOf[role], r.cfg.Clients)
+		}
+		if results[i] != nil && results[i].Join != nil {
+			got[key{role, r.server, r.cfg.Clients, max(r.cfg.Games, 1)}] = results[i]
+		}
+	}
+	ratio := func(x, y float64) string {
+		if y == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f×", x/y)
+	}
+	for _, role := range roles {
+		n, s, m := nOf[role], sOf[role], mOf[role]
+		var parts []string
+		for _, srv := range []string{"gamerelay", "reference"} {
+			one, spread := got[key{role, srv, n, 1}], got[key{role, srv, n, m}]
+			if one != nil && spread != nil && m > 1 {
+				a, b := one.Join.AllJoined.Round(time.Millisecond), spread.Join.AllJoined.Round(time.Millisecond)
+				qa, qb := (a + one.Join.QuietAfter).Round(100*time.Millisecond), (b + spread.Join.QuietAfter).Round(100*time.Millisecond)
+				parts = append(parts, fmt.Sprintf("%s %s (%s vs %s; until quiet %s: %s vs %s)", srv, ratio(float64(a), float64(b)), a, b,
+					ratio(float64(qa), float64(qb)), qa, qb))
+			}
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(b, "- %ss: time until all joined, %d into 1 game ÷ %d into %d games: %s (1× = joining costs the same whatever the audience)\n",
+				role, n, n, m, strings.Join(parts, ", "))
+		}
+		parts = parts[:0]
+		for _, srv := range []string{"gamerelay", "reference"} {
+			one, few := got[key{role, srv, n, 1}], got[key{role, srv, s, 1}]
+			if one != nil && few != nil && s < n {
+				parts = append(parts, fmt.Sprintf("%s %s (%.1f vs %.1f; until all joined %s: %.1f vs %.1f)", srv,
+					ratio(one.Join.PerJoinAll, few.Join.PerJoinAll), one.Join.PerJoinAll, few.Join.PerJoinAll,
+					ratio(one.Join.PerJoin, few.Join.PerJoin), one.Join.PerJoin, few.Join.PerJoin))
+			}
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(b, "- %ss: deliveries per join until quiet, %d into 1 game ÷ %d into 1 game: %s (1× = a join costs the same whatever the audience; %.0f× = it grows with the audience)\n",
+				role, n, s, strings.Join(parts, ", "), float64(n)/float64(max(s, 1)))
+		}
+		parts = parts[:0]
+		for _, srv := range []string{"gamerelay", "reference"} {
+			var per []string
+			for _, g := range []int{1, m} {
+				if r := got[key{role, srv, n, g}]; r != nil && r.ServerRSSBytes > 0 && g > 0 {
+					per = append(per, fmt.Sprintf("%.1f KiB into %d game%s", r.ServerRSSPerConn/1024, g, plural(g)))
+				}
+			}
+			if len(per) > 0 {
+				parts = append(parts, srv+" "+strings.Join(per, ", "))
+			}
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(b, "- %ss: RSS growth per connection after the %d-join burst: %s\n", role, n, strings.Join(parts, "; "))
+		}
+		parts = parts[:0]
+		for _, srv := range []string{"gamerelay", "reference"} {
+			var fs []string
+			for _, k := range []key{{role, srv, n, 1}, {role, srv, n, m}, {role, srv, s, 1}} {
+				if r := got[k]; r != nil && r.Join.Failed() > 0 {
+					fs = append(fs, fmt.Sprintf("%d into %d game%s: %s", k.clients, k.games, plural(k.games), failureText(r.Join)))
+				}
+			}
+			if len(fs) == 0 {
+				fs = []string{"none"}
+			}
+			parts = append(parts, srv+" "+strings.Join(fs, "; "))
+		}
+		fmt.Fprintf(b, "- %ss: failed joins: %s\n", role, strings.Join(parts, "; "))
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 // spliceFile replaces the generated section of path (appending it if the

@@ -57,6 +57,10 @@ func TestUsageAndExitCodes(t *testing.T) {
 		"token nbf after exp":         {[]string{"token", "--game", "g", "--token-secret", tokenSecret, "--ttl", "1h", "--nbf", "2h"}, nil, 2, "--nbf"},
 		"floor no store":              {[]string{"bench", "--mode", "reference", "--persist-checked"}, nil, 2, "need --persist DIR"},
 		"two floors":                  {[]string{"bench", "--mode", "reference", "--persist", "x", "--persist-checked", "--persist-group"}, nil, 2, "choose one"},
+		"bench help":                  {[]string{"bench", "--help"}, nil, 0, "$GAMERELAY_SINCE_HEAD"},
+		"spectators":                  {[]string{"bench", "--mode", "join", "--role", "spectator"}, nil, 2, "--role spectator needs --token-secret"},
+		"bad role":                    {[]string{"bench", "--mode", "join", "--role", "king"}, nil, 2, `--role "king"`},
+		"bad history":                 {[]string{"bench", "--mode", "join", "--history", "-1"}, nil, 2, "want a non-negative integer"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -289,7 +293,7 @@ func TestSuiteTableRatios(t *testing.T) {
 		rep(2000, 10, ms), rep(2000, 20, 2*ms), rep(2000, 25, 3*ms), rep(2000, 30, 4*ms),
 		replay(10_000, 20*ms), replay(1_000_000, 25*ms),
 	}
-	got := suiteTable(runs, results)
+	got := suiteTable(runs, results, nil)
 	for _, want := range []string{
 		"- pp: throughput 33 % of the reference (BRIEF: ≥ 80 %) [50 %, 42 %], 80 % of reference+checked; CPU per delivery 4.00× [2.50×, 3.33×], 1.20× reference+checked",
 		"- fo: CPU per delivery 3.00× (BRIEF: ≤ 1.3×) [2.00×, 2.50×], 1.20× reference+checked; p99 latency 4ms vs 1ms [2ms, 3ms]",
@@ -299,5 +303,74 @@ func TestSuiteTableRatios(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// The join runs get a table of their own and the ratios that say whether
+// joining costs the same whatever the audience; the big audience gets its
+// line; a failed run is marked, not dropped.
+func TestSuiteTableJoins(t *testing.T) {
+	ms := time.Millisecond
+	join := func(role string, clients, games int) bench.Config {
+		return bench.Config{Mode: "join", Role: role, Clients: clients, Games: games, Inflight: 200, Settle: 30 * time.Second}
+	}
+	big := bench.Config{Mode: "fanout", Games: 1, Players: 2, Spectators: 10_000, Rate: 20}
+	runs := []suiteRun{
+		{"j1", join("player", 9000, 1), "reference"}, {"j1", join("player", 9000, 1), "gamerelay"},
+		{"j900", join("player", 9000, 900), "reference"}, {"j900", join("player", 9000, 900), "gamerelay"},
+		{"jsmall", join("player", 1000, 1), "reference"}, {"jsmall", join("player", 1000, 1), "gamerelay"},
+		{"s1", join("spectator", 9000, 1), "reference"}, {"s1", join("spectator", 9000, 1), "gamerelay"},
+		{"s900", join("spectator", 9000, 900), "reference"}, {"s900", join("spectator", 9000, 900), "gamerelay"},
+		{"ssmall", join("spectator", 1000, 1), "reference"}, {"ssmall", join("spectator", 1000, 1), "gamerelay"},
+		{"audience", big, "reference"}, {"audience", big, "gamerelay"},
+		{"pp", bench.Config{Mode: "pingpong"}, "gamerelay"},
+	}
+	// Until quiet, a join's deliveries and CPU are twice what they were
+	// when all had joined, and quiet comes a second after.
+	jr := func(clients int, all time.Duration, perJoin float64, rssPerConn float64, failures map[string]uint64) *bench.Report {
+		j := &bench.JoinReport{Clients: clients, Joined: clients, AllJoined: all, QuietAfter: time.Second,
+			PerJoin: perJoin, PerJoinAll: 2 * perJoin, CPUPerJoin: 250, CPUPerJoinAll: 500,
+			Latency: bench.Latency{Count: 1, P50: 2 * ms, P99: 40 * ms}, Failures: failures}
+		for _, v := range failures {
+			j.Joined -= int(v)
+		}
+		return &bench.Report{Mode: "join", Join: j, ServerRSSBytes: 1 << 30, ServerRSSPerConn: rssPerConn}
+	}
+	fo := func(dels, cpu float64, p99 time.Duration) *bench.Report {
+		return &bench.Report{Sends: 1, SendsPerSec: 40, DeliveriesSec: dels, ServerCPUPerDelivery: cpu, All: bench.Latency{Count: 1, P50: p99 / 2, P99: p99}}
+	}
+	results := []*bench.Report{
+		jr(9000, 2000*ms, 0, 4096, nil), jr(9000, 30000*ms, 9000, 12288, map[string]uint64{"closed 1013": 3, "timeout": 1}),
+		jr(9000, 2000*ms, 0, 4096, nil), jr(9000, 3000*ms, 11, 10240, nil),
+		jr(1000, 250*ms, 0, 4096, nil), jr(1000, 800*ms, 1000, 12288, nil),
+		jr(9000, 2000*ms, 0, 4096, nil), jr(9000, 3100*ms, 3, 9216, nil),
+		jr(9000, 2000*ms, 0, 4096, nil), jr(9000, 3000*ms, 3, 9216, nil),
+		jr(1000, 250*ms, 0, 4096, nil), jr(1000, 300*ms, 3, 9216, nil),
+		fo(400_000, 5, 10*ms), fo(399_000, 7.5, 40*ms),
+		nil,
+	}
+	failed := make([]string, len(runs))
+	failed[len(runs)-1] = "verification failed: 2 order violations"
+	got := suiteTable(runs, results, failed)
+	for _, want := range []string{
+		"| run | server | all joined in | quiet after | join p50 / p99 | deliveries per join | server CPU µs/join | RSS growth/conn | failures |",
+		"| j1 | gamerelay | 30s | 1s | 2ms / 40ms | 9000.0 / 18000.0 | 250 / 500 | 12.0 KiB | 4 of 9000 (closed 1013 3, timeout 1) |",
+		"| jsmall | reference | 250ms | 1s | 2ms / 40ms | 0.0 / 0.0 | 250 / 500 | 4.0 KiB | none |",
+		"- players: time until all joined, 9000 into 1 game ÷ 9000 into 900 games: gamerelay 10.00× (30s vs 3s; until quiet 7.75×: 31s vs 4s), reference 1.00× (2s vs 2s; until quiet 1.00×: 3s vs 3s)",
+		"- players: deliveries per join until quiet, 9000 into 1 game ÷ 1000 into 1 game: gamerelay 9.00× (18000.0 vs 2000.0; until all joined 9.00×: 9000.0 vs 1000.0), reference n/a (0.0 vs 0.0; until all joined n/a: 0.0 vs 0.0)",
+		"- spectators: deliveries per join until quiet, 9000 into 1 game ÷ 1000 into 1 game: gamerelay 1.00× (6.0 vs 6.0; until all joined 1.00×: 3.0 vs 3.0)",
+		"- players: RSS growth per connection after the 9000-join burst: gamerelay 12.0 KiB into 1 game, 10.0 KiB into 900 games; reference 4.0 KiB into 1 game, 4.0 KiB into 900 games",
+		"- players: failed joins: gamerelay 9000 into 1 game: 4 of 9000 (closed 1013 3, timeout 1); reference none",
+		"- spectators: failed joins: gamerelay none; reference none",
+		"- audience: CPU per delivery 1.50× the reference (7.5 vs 5.0 µs); 399000 vs 400000 deliveries/s; p99 latency 40ms vs 10ms",
+		"| pp | gamerelay | failed |",
+		"- pp against gamerelay: verification failed: 2 order violations",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "| j1 | gamerelay | 1 |") {
+		t.Errorf("a join run in the traffic table:\n%s", got)
 	}
 }

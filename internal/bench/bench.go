@@ -23,7 +23,7 @@ import (
 // Config describes one benchmark run. Zero values are the defaults noted.
 type Config struct {
 	URL         string        // ws://host:port/ws (required)
-	Mode        string        // pingpong | fanout | idle | rejoin
+	Mode        string        // pingpong | fanout | idle | rejoin | join
 	Games       int           // default 1
 	Players     int           // per game, default 2
 	Spectators  int           // per game, default 0
@@ -33,10 +33,18 @@ type Config struct {
 	TokenSecret string        // HS256 secret (≥ 32 bytes) to mint tokens (spectators need one); empty: anonymous
 	ServerPID   int           // measure this process's CPU and memory, 0: don't
 	Conns       int           // idle: connections, default 1000
-	Sources     int           // idle: spread over 127.0.0.1..127.0.0.N, default max(1, Conns/20000+1)
+	Sources     int           // idle, join, spectators: spread over 127.0.0.1..127.0.0.N, default max(1, connections/20000+1)
 	History     int           // rejoin: messages in the replayed game, default 1000
 	Others      int           // rejoin: messages of other games appended first, default 10000
 	Rejoins     int           // rejoin: measured rejoins, default 20
+
+	Clients     int           // join: clients that join, spread evenly over Games, default 1000
+	Inflight    int           // join, and spectators of pingpong and fanout: joins in flight at once, default 200
+	Role        string        // join: "player" (default) or "spectator" (needs TokenSecret)
+	SinceHead   bool          // join: join with since = the game's current head (a resume replaying nothing) instead of 0
+	JoinHistory *uint64       // join: send "history":N in every join frame; nil: don't
+	JoinTimeout time.Duration // bound on one join, connect to complete, default 60s
+	Settle      time.Duration // join: wait after the last join before reading the server's RSS, default 30s
 
 	signer *token.Signer // from TokenSecret, set by Run
 }
@@ -60,8 +68,30 @@ func (c Config) withDefaults() Config {
 	if c.Conns == 0 {
 		c.Conns = 1000
 	}
+	if c.Clients == 0 {
+		c.Clients = 1000
+	}
+	if c.Inflight == 0 {
+		c.Inflight = 200
+	}
+	if c.Role == "" {
+		c.Role = token.RolePlayer
+	}
+	if c.JoinTimeout == 0 {
+		c.JoinTimeout = 60 * time.Second
+	}
+	if c.Settle == 0 {
+		c.Settle = 30 * time.Second
+	}
 	if c.Sources == 0 {
-		c.Sources = max(1, c.Conns/20000+1)
+		conns := c.Conns
+		switch c.Mode {
+		case "join":
+			conns = c.Clients + c.Games
+		case "pingpong", "fanout":
+			conns = c.Games * (c.Players + c.Spectators)
+		}
+		c.Sources = max(1, conns/20000+1)
 	}
 	if c.History == 0 {
 		c.History = 1000
@@ -97,12 +127,20 @@ type Report struct {
 	GamesVerified   int               `json:"games_verified"`
 	GamesMismatched int               `json:"games_mismatched"`
 
+	// Unsequenced counts frames without msg_id other than joined and
+	// error (e.g. audience counts): not part of a game's sequence, ignored.
+	Unsequenced uint64 `json:"unsequenced"`
+	// Closed counts, by close code, the clients of pingpong and fanout
+	// whose connection ended before the run did.
+	Closed map[string]uint64 `json:"closed,omitempty"`
+
 	ServerCPUSeconds     float64 `json:"server_cpu_seconds,omitempty"`
 	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery,omitempty"`
 	ServerRSSBytes       int64   `json:"server_rss_bytes,omitempty"`
 	ServerRSSPerConn     float64 `json:"server_rss_bytes_per_conn,omitempty"`
 
 	Replay *ReplayReport `json:"replay,omitempty"`
+	Join   *JoinReport   `json:"join,omitempty"`
 }
 
 // ReplayReport is the rejoin mode's result.
@@ -114,17 +152,38 @@ type ReplayReport struct {
 	PerMsg  float64 `json:"us_per_message_p50"`
 }
 
-// OK reports whether the run saw no order violation, mismatch or error.
+// OK reports whether the run saw no order violation, mismatch, error frame
+// or early disconnect. Failed joins of the join mode are a measurement
+// (Join.Failures), not a verification failure.
 func (r *Report) OK() bool {
-	return r.OrderViolations == 0 && r.GamesMismatched == 0 && len(r.Errors) == 0
+	return r.OrderViolations == 0 && r.GamesMismatched == 0 && len(r.Errors) == 0 && len(r.Closed) == 0
+}
+
+// Validate reports the first setting Run cannot work with, naming its flag.
+func (c Config) Validate() error {
+	switch {
+	case !strings.HasPrefix(c.URL, "ws://") && !strings.HasPrefix(c.URL, "wss://"):
+		return fmt.Errorf("bench: --url %q: want ws://host:port/ws", c.URL)
+	case c.Mode != "pingpong" && c.Mode != "fanout" && c.Mode != "idle" && c.Mode != "rejoin" && c.Mode != "join":
+		return fmt.Errorf("bench: --mode %q: want pingpong, fanout, idle, rejoin, join or reference", c.Mode)
+	case c.Games < 0 || c.Clients < 0 || c.Inflight < 0 || c.Sources < 0 || c.Sources > 254:
+		return fmt.Errorf("bench: --games %d, --clients %d, --inflight %d, --sources %d: want ≥ 0 (--sources ≤ 254)", c.Games, c.Clients, c.Inflight, c.Sources)
+	case c.Role != "" && c.Role != token.RolePlayer && c.Role != token.RoleSpectator:
+		return fmt.Errorf("bench: --role %q: want player or spectator", c.Role)
+	case c.Mode == "join" && c.Role == token.RoleSpectator && c.TokenSecret == "":
+		return errors.New("bench: --role spectator needs --token-secret (spectators join with a token)")
+	case c.Mode == "join" && c.Clients > 0 && c.Games > c.Clients:
+		return fmt.Errorf("bench: --games %d: more games than --clients %d", c.Games, c.Clients)
+	}
+	return nil
 }
 
 // Run executes one benchmark.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	cfg = cfg.withDefaults()
-	if !strings.HasPrefix(cfg.URL, "ws://") && !strings.HasPrefix(cfg.URL, "wss://") {
-		return nil, fmt.Errorf("bench: --url %q: want ws://host:port/ws", cfg.URL)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if cfg.TokenSecret != "" {
 		s, err := token.NewHMACSigner([]byte(cfg.TokenSecret), "")
 		if err != nil {
@@ -140,64 +199,63 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	case "rejoin":
 		return runRejoin(ctx, cfg)
 	}
-	return nil, fmt.Errorf("bench: --mode %q: want pingpong, fanout, idle, rejoin or reference", cfg.Mode)
+	return runJoin(ctx, cfg)
 }
 
 // runID makes game names unique per run, so runs against one server don't mix.
 func runID() string { return strconv.FormatInt(time.Now().UnixNano()%1e9, 36) }
 
 func (cfg Config) token(game, role string) (string, error) {
-	if cfg.signer == nil {
-		return "", nil
+	s := cfg.signer
+	if s == nil {
+		if cfg.TokenSecret == "" {
+			return "", nil
+		}
+		var err error
+		if s, err = token.NewHMACSigner([]byte(cfg.TokenSecret), ""); err != nil {
+			return "", fmt.Errorf("bench: --token-secret: %w", err)
+		}
 	}
-	return cfg.signer.Mint(token.Claims{Game: game, Role: role, Exp: time.Now().Add(24 * time.Hour).Unix()})
+	return s.Mint(token.Claims{Game: game, Role: role, Exp: time.Now().Add(24 * time.Hour).Unix()})
 }
 
-// openGame connects and joins players and spectators of one game.
-func openGame(ctx context.Context, cfg Config, game string, firstIdx int, keep bool) ([]*bclient, error) {
+// openPlayers connects and joins the players of one game, one by one. If
+// spectators are to follow, the first player then makes the game exist: a
+// game exists once something is stored in it (before that, gamerelay
+// answers spectators unknown_game), and one warm-up message (not a
+// benchmark message) makes it exist anywhere.
+func openPlayers(ctx context.Context, cfg Config, game string, firstIdx int) ([]*bclient, error) {
 	var out []*bclient
-	n := cfg.Players + cfg.Spectators
-	for i := 0; i < n; i++ {
-		role := token.RolePlayer
-		if i >= cfg.Players {
-			role = token.RoleSpectator
-		}
+	for i := 0; i < cfg.Players; i++ {
 		c, err := dialClient(ctx, cfg.URL, nil, firstIdx+i, game)
 		if err != nil {
 			return out, err
 		}
-		c.keep = keep
+		c.keep = true
 		go c.readLoop()
 		out = append(out, c)
-		tok, err := cfg.token(game, role)
+		tok, err := cfg.token(game, token.RolePlayer)
 		if err != nil {
 			return out, err
 		}
-		if role == token.RoleSpectator && tok == "" {
-			// Anonymous installations have no spectators: a player that
-			// never sends is the same load.
-			role = token.RolePlayer
-		}
-		if i == cfg.Players && i > 0 {
-			// A game exists once something is stored in it: before that,
-			// gamerelay answers spectators unknown_game. One warm-up
-			// message (not a benchmark message) makes it exist anywhere.
-			if err := out[0].write([]byte(`{"type":"hello"}`)); err != nil {
-				return out, err
-			}
-			for out[0].seen.Load() == 0 {
-				select {
-				case <-ctx.Done():
-					return out, errors.New("bench: the game's first message never arrived")
-				case <-time.After(5 * time.Millisecond):
-				}
-			}
-		}
-		if err := c.join(tok, 0); err != nil {
+		if err := c.join(tok); err != nil {
 			return out, err
 		}
 		if _, err := c.waitJoined(ctx); err != nil {
 			return out, err
+		}
+	}
+	if cfg.Spectators == 0 || len(out) == 0 {
+		return out, nil
+	}
+	if err := out[0].write([]byte(`{"type":"hello"}`)); err != nil {
+		return out, err
+	}
+	for out[0].seen.Load() == 0 {
+		select {
+		case <-ctx.Done():
+			return out, errors.New("bench: the game's first message never arrived")
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 	return out, nil
@@ -205,22 +263,61 @@ func openGame(ctx context.Context, cfg Config, game string, firstIdx int, keep b
 
 func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	id := runID()
+	n := cfg.Players + cfg.Spectators
 	var (
-		games   [][]*bclient
+		games   = make([][]*bclient, cfg.Games)
+		jgames  = make([]*joinGame, cfg.Games)
 		all     []*bclient
 		players []*bclient
 	)
 	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for g := 0; g < cfg.Games; g++ {
-		cs, err := openGame(jctx, cfg, fmt.Sprintf("b%s-%d", id, g), g*(cfg.Players+cfg.Spectators), true)
+		name := fmt.Sprintf("b%s-%d", id, g)
+		cs, err := openPlayers(jctx, cfg, name, g*n)
 		all = append(all, cs...)
 		if err != nil {
 			closeAll(all)
 			return nil, err
 		}
-		games = append(games, cs)
-		players = append(players, cs[:cfg.Players]...)
+		games[g] = cs
+		jgames[g] = &joinGame{name: name}
+		players = append(players, cs...)
+	}
+	var joins *JoinReport
+	if cfg.Spectators > 0 {
+		// Spectators join through the join machinery, Inflight at a time,
+		// each bounded by JoinTimeout, spread over the games. Anonymous
+		// installations have no spectators: without a token secret they
+		// join as players that never send, the same load.
+		specs := make([]joinSpec, 0, cfg.Games*cfg.Spectators)
+		for i := 0; i < cfg.Spectators; i++ {
+			for g := 0; g < cfg.Games; g++ {
+				specs = append(specs, joinSpec{idx: g*n + cfg.Players + i, game: jgames[g], role: token.RoleSpectator})
+			}
+		}
+		scfg := cfg
+		scfg.SinceHead, scfg.JoinHistory = false, nil
+		o := scfg.joinAll(ctx, specs, true)
+		o.closing.Wait()
+		joins = o.report(scfg, len(specs), cfg.Games, token.RoleSpectator)
+		for i, c := range o.ok {
+			if c != nil {
+				games[i%cfg.Games] = append(games[i%cfg.Games], c)
+				all = append(all, c)
+			}
+		}
+		if len(joins.Failures) > 0 {
+			closeAll(all)
+			return nil, fmt.Errorf("bench: %d of %d spectators did not join: %s", joins.Failed(), len(specs), failureList(joins.Failures))
+		}
+		// What the joins sent after the last one completed (presence
+		// messages, where joins append them) is not part of the fan-out:
+		// the run starts once every client has it.
+		if !settle(all, quietMax) {
+			closeAll(all)
+			return nil, fmt.Errorf("bench: clients still receiving %s after the spectators joined (the joins' own messages)", quietMax)
+		}
 	}
 	pad := []byte(strings.Repeat("x", cfg.Payload))
 	var sends sync.WaitGroup
@@ -276,18 +373,42 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	// Let in-flight messages arrive, then verify.
 	settle(all, 5*time.Second)
 	rss := readRSS(cfg.ServerPID)
+	closed := map[*bclient]bool{}
+	ends := make(map[*bclient]uint64, len(all))
+	for _, c := range all {
+		ends[c] = c.seen.Load()
+		select {
+		case <-c.done:
+			closed[c] = true
+		default:
+		}
+	}
 	closeAll(all)
+	// What came while closing (the leave presences of those that closed
+	// first) is not part of the run.
+	for _, c := range all {
+		for len(c.entries) > 0 && c.entries[len(c.entries)-1].id > ends[c] {
+			c.entries = c.entries[:len(c.entries)-1]
+		}
+	}
 
 	r := &Report{Mode: cfg.Mode, URL: cfg.URL, Games: cfg.Games, Players: cfg.Players, Spectators: cfg.Spectators,
-		Connections: len(all), Elapsed: elapsed, Sends: sent, Errors: map[string]uint64{}}
+		Connections: len(all), Elapsed: elapsed, Sends: sent, Errors: map[string]uint64{}, Join: joins}
 	own, every := newHist(), newHist()
 	for _, c := range all {
 		own.merge(c.own)
 		every.merge(c.all)
 		r.Deliveries += c.all.n
 		r.OrderViolations += c.violations
+		r.Unsequenced += c.unsequenced
 		for k, v := range c.errs {
 			r.Errors[k] += v
+		}
+		if closed[c] {
+			if r.Closed == nil {
+				r.Closed = map[string]uint64{}
+			}
+			r.Closed[strconv.Itoa(int(c.closeCode))]++
 		}
 	}
 	r.Own, r.All = own.summary(), every.summary()
@@ -309,23 +430,35 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	return r, nil
 }
 
-// settle waits until no client received anything for 300 ms (or max).
-func settle(cs []*bclient, maxWait time.Duration) {
-	deadline := time.Now().Add(maxWait)
-	var last uint64
-	quiet := 0
-	for time.Now().Before(deadline) && quiet < 3 {
-		time.Sleep(100 * time.Millisecond)
+// settle waits until no client received a sequenced frame for 300 ms,
+// at most maxWait; it reports whether they went quiet.
+func settle(cs []*bclient, maxWait time.Duration) bool {
+	_, ok := quietAt(cs, maxWait)
+	return ok
+}
+
+// quietAt waits until no client received a sequenced frame for 300 ms, at
+// most maxWait, and returns when the last one arrived (to within 0.1 s)
+// and whether they went quiet.
+func quietAt(cs []*bclient, maxWait time.Duration) (time.Time, bool) {
+	total := func() uint64 {
 		var n uint64
 		for _, c := range cs {
 			n += c.seen.Load()
 		}
-		if n == last {
-			quiet++
-		} else {
-			quiet, last = 0, n
+		return n
+	}
+	deadline := time.Now().Add(maxWait)
+	last, lastAt := total(), time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if n := total(); n != last {
+			last, lastAt = n, time.Now()
+		} else if time.Since(lastAt) >= 300*time.Millisecond {
+			return lastAt, true
 		}
 	}
+	return lastAt, false
 }
 
 // serverQuiet waits until process pid uses under a tenth of a core over
@@ -352,15 +485,20 @@ func closeAll(cs []*bclient) {
 }
 
 // sameSequence checks that the clients of one game saw the same messages
-// over the range every one of them covered.
+// over the range every one of them covered, and that every one got
+// through to the game's last message.
 func sameSequence(cs []*bclient) bool {
-	var lo, hi uint64 = 0, ^uint64(0)
+	var lo, hi, end uint64 = 0, ^uint64(0), 0
 	for _, c := range cs {
 		if len(c.entries) == 0 {
 			return false
 		}
 		lo = max(lo, c.entries[0].id)
 		hi = min(hi, c.entries[len(c.entries)-1].id)
+		end = max(end, c.entries[len(c.entries)-1].id)
+	}
+	if hi != end {
+		return false
 	}
 	var ref []entry
 	for i, c := range cs {
@@ -403,7 +541,7 @@ func runIdle(ctx context.Context, cfg Config) (*Report, error) {
 		go c.readLoop()
 		cs = append(cs, c)
 		tok, _ := cfg.token(game, token.RolePlayer)
-		if err := c.join(tok, 0); err != nil {
+		if err := c.join(tok); err != nil {
 			return nil, err
 		}
 		if _, err := c.waitJoined(jctx); err != nil {
@@ -458,7 +596,7 @@ func runRejoin(ctx context.Context, cfg Config) (*Report, error) {
 		hit := c.hit
 		go c.readLoop()
 		start := time.Now()
-		if err := c.join(tok, 0); err != nil {
+		if err := c.join(tok); err != nil {
 			return nil, err
 		}
 		select {
@@ -503,7 +641,7 @@ func fill(ctx context.Context, cfg Config, prefix string, n, games int) error {
 		go c.readLoop()
 		cs = append(cs, c)
 		tok, _ := cfg.token(name, token.RolePlayer)
-		if err := c.join(tok, 0); err != nil {
+		if err := c.join(tok); err != nil {
 			return err
 		}
 		if _, err := c.waitJoined(ctx); err != nil {
@@ -595,11 +733,38 @@ func readRSS(pid int) int64 {
 	return -1
 }
 
-// Fprint writes the report as a table.
+// String renders the report as text.
 func (r *Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "mode %s  url %s  games %d  players/game %d  spectators/game %d  connections %d  elapsed %s\n",
-		r.Mode, r.URL, r.Games, r.Players, r.Spectators, r.Connections, r.Elapsed.Round(time.Millisecond))
+	if j := r.Join; r.Mode == "join" && j != nil {
+		games := "games"
+		if j.Games == 1 {
+			games = "game"
+		}
+		fmt.Fprintf(&b, "mode join  url %s  %d %ss into %d %s  %d in flight  since %s", r.URL, j.Clients, j.Role, j.Games, games, j.Inflight, j.Since)
+		if j.History != nil {
+			fmt.Fprintf(&b, "  history %d", *j.History)
+		}
+		b.WriteString("\n")
+	} else {
+		fmt.Fprintf(&b, "mode %s  url %s  games %d  players/game %d  spectators/game %d  connections %d  elapsed %s\n",
+			r.Mode, r.URL, r.Games, r.Players, r.Spectators, r.Connections, r.Elapsed.Round(time.Millisecond))
+	}
+	if j := r.Join; j != nil {
+		what := "joined"
+		if r.Mode != "join" {
+			what = fmt.Sprintf("%d spectators joined before the run", j.Clients)
+		}
+		fmt.Fprintf(&b, "%s: all in %s  join latency p50 %s  p99 %s  max %s  failures %d [%s]\n", what,
+			j.AllJoined.Round(time.Millisecond), j.Latency.P50, j.Latency.P99, j.Latency.Max, j.Failed(), failureList(j.Failures))
+		if r.Mode == "join" {
+			fmt.Fprintf(&b, "deliveries until all joined %d (%.1f per join, %d of them replays); until quiet, %s later, %d (%.1f per join)\n",
+				j.Deliveries, j.PerJoin, j.Replayed, j.QuietAfter.Round(100*time.Millisecond), j.DeliveriesAll, j.PerJoinAll)
+			if j.CPUPerJoin > 0 {
+				fmt.Fprintf(&b, "server CPU until all joined %.2fs (%.0f µs per join); until quiet %.0f µs per join\n", r.ServerCPUSeconds, j.CPUPerJoin, j.CPUPerJoinAll)
+			}
+		}
+	}
 	if r.Sends > 0 || r.Deliveries > 0 {
 		fmt.Fprintf(&b, "sends %d (%.0f/s)  deliveries %d (%.0f/s)\n", r.Sends, r.SendsPerSec, r.Deliveries, r.DeliveriesSec)
 		fmt.Fprintf(&b, "latency send→own delivery   p50 %s  p90 %s  p99 %s  max %s\n", r.Own.P50, r.Own.P90, r.Own.P99, r.Own.Max)
@@ -609,15 +774,20 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "replay of %d messages (with %d other messages first): p50 %s  p99 %s  max %s  (%.2f µs/message)\n",
 			r.Replay.History, r.Replay.Others, r.Replay.Latency.P50, r.Replay.Latency.P99, r.Replay.Latency.Max, r.Replay.PerMsg)
 	}
-	if r.ServerCPUSeconds > 0 {
+	if r.ServerCPUSeconds > 0 && r.Mode != "join" {
 		fmt.Fprintf(&b, "server CPU %.2fs  (%.2f µs per delivery)\n", r.ServerCPUSeconds, r.ServerCPUPerDelivery)
 	}
 	if r.ServerRSSBytes > 0 {
 		fmt.Fprintf(&b, "server RSS %.1f MiB", float64(r.ServerRSSBytes)/(1<<20))
-		if r.ServerRSSPerConn > 0 {
+		if r.Mode == "join" && r.Join != nil {
+			fmt.Fprintf(&b, "  (%.1f KiB growth per joined connection, %s after the last join)", r.ServerRSSPerConn/1024, r.Join.Settle)
+		} else if r.ServerRSSPerConn > 0 {
 			fmt.Fprintf(&b, "  (%.1f KiB per connection)", r.ServerRSSPerConn/1024)
 		}
 		b.WriteString("\n")
+	}
+	if r.Unsequenced > 0 {
+		fmt.Fprintf(&b, "frames without msg_id ignored (e.g. audience): %d\n", r.Unsequenced)
 	}
 	keys := make([]string, 0, len(r.Errors))
 	for k := range r.Errors {
@@ -628,7 +798,11 @@ func (r *Report) String() string {
 	for _, k := range keys {
 		errs = append(errs, fmt.Sprintf("%s=%d", k, r.Errors[k]))
 	}
-	fmt.Fprintf(&b, "verified: games %d  mismatched %d  order violations %d  errors [%s]\n",
+	fmt.Fprintf(&b, "verified: games %d  mismatched %d  order violations %d  errors [%s]",
 		r.GamesVerified, r.GamesMismatched, r.OrderViolations, strings.Join(errs, " "))
+	if len(r.Closed) > 0 {
+		fmt.Fprintf(&b, "  disconnected early [%s]", failureList(r.Closed))
+	}
+	b.WriteString("\n")
 	return b.String()
 }

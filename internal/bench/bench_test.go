@@ -23,11 +23,18 @@ import (
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
-// testSecret signs the tokens of the runs with spectators.
+// testSecret is the token secret of the gateways tests start.
 const testSecret = "bench-test-secret-0123456789abcdef"
 
 // startGateway runs NATS, a sequencer and one gateway in process.
 func startGateway(t *testing.T) string {
+	t.Helper()
+	return startGatewayWith(t, gateway.Config{AllowAnonymous: true})
+}
+
+// startGatewayWith is startGateway with the gateway's configuration
+// (TokenSecret and Logger are set here).
+func startGatewayWith(t *testing.T, gcfg gateway.Config) string {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ns := embednats.Server(t)
@@ -43,7 +50,8 @@ func startGateway(t *testing.T) string {
 	go func() { _ = svc.Run(ctx, time.Second); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	feeds, _ := sequencer.NewFeeds(nc, cfg, sequencer.FeedConfig{})
-	g, err := gateway.New(sequencer.NewClient(nc, cfg), feeds, nil, gateway.Config{AllowAnonymous: true, TokenSecret: []byte(testSecret), Logger: log})
+	gcfg.TokenSecret, gcfg.Logger = []byte(testSecret), log
+	g, err := gateway.New(sequencer.NewClient(nc, cfg), feeds, nil, gcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,16 +95,6 @@ func serveReference(t *testing.T, rf *Reference) string {
 	return "ws://" + addr + "/ws"
 }
 
-// TestShortSecret: Run refuses an HS256 secret under 32 bytes before it
-// connects anywhere, and does not show it.
-func TestShortSecret(t *testing.T) {
-	secret := testSecret[:31]
-	_, err := Run(context.Background(), Config{URL: "ws://127.0.0.1:1/ws", Mode: "pingpong", TokenSecret: secret})
-	if err == nil || !strings.Contains(err.Error(), "--token-secret") || strings.Contains(err.Error(), secret) {
-		t.Fatalf("error %v, want one naming --token-secret without the secret", err)
-	}
-}
-
 func TestModesAgainstGatewayAndReference(t *testing.T) {
 	gw, ref := startGateway(t), startReference(t)
 	pid := os.Getpid()
@@ -107,6 +105,8 @@ func TestModesAgainstGatewayAndReference(t *testing.T) {
 		{"pingpong gateway", Config{URL: gw, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond, ServerPID: pid}},
 		{"pingpong reference", Config{URL: ref, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond}},
 		{"fanout with spectators", Config{URL: gw, Mode: "fanout", Games: 2, Players: 2, Spectators: 3, Rate: 50, Duration: 500 * time.Millisecond, TokenSecret: testSecret}},
+		{"fanout to an audience", Config{URL: gw, Mode: "fanout", Games: 1, Players: 2, Spectators: 60, Inflight: 8, Rate: 20, Duration: 500 * time.Millisecond, TokenSecret: testSecret, ServerPID: pid}},
+		{"fanout to an audience, reference", Config{URL: ref, Mode: "fanout", Games: 1, Players: 2, Spectators: 60, Inflight: 8, Rate: 20, Duration: 500 * time.Millisecond}},
 		{"idle", Config{URL: gw, Mode: "idle", Conns: 50, Games: 5, Sources: 3, Duration: 100 * time.Millisecond, ServerPID: pid}},
 		{"rejoin", Config{URL: gw, Mode: "rejoin", History: 300, Others: 500, Rejoins: 3}},
 	} {
@@ -124,8 +124,13 @@ func TestModesAgainstGatewayAndReference(t *testing.T) {
 				if r.Deliveries == 0 || r.GamesVerified != tc.cfg.Games || r.Own.Count == 0 {
 					t.Fatalf("nothing measured: %+v", r)
 				}
-				if tc.cfg.Spectators > 0 && r.Deliveries < r.Sends*uint64(tc.cfg.Players+tc.cfg.Spectators)*9/10 {
-					t.Fatalf("%d deliveries for %d sends to %d clients per game", r.Deliveries, r.Sends, tc.cfg.Players+tc.cfg.Spectators)
+				// Every client gets every message (the run verified the
+				// sequences up to the games' last message).
+				if n := uint64(tc.cfg.Players + tc.cfg.Spectators); r.Deliveries != r.Sends*n {
+					t.Fatalf("%d deliveries for %d sends to %d clients per game", r.Deliveries, r.Sends, n)
+				}
+				if s := tc.cfg.Spectators * tc.cfg.Games; s > 0 && (r.Join == nil || r.Join.Joined != s || r.Join.Latency.Count != uint64(s)) {
+					t.Fatalf("spectators' joins: %+v", r.Join)
 				}
 			case "idle":
 				if r.Connections != tc.cfg.Conns || r.ServerRSSBytes <= 0 {
@@ -262,9 +267,13 @@ func TestCheckedPersistChecks(t *testing.T) {
 // The verifier itself must catch what it exists to catch.
 func TestVerificationDetectsDivergence(t *testing.T) {
 	a := &bclient{entries: []entry{{1, 10}, {2, 20}, {3, 30}}}
-	b := &bclient{entries: []entry{{2, 20}, {3, 30}, {4, 40}}}
+	b := &bclient{entries: []entry{{2, 20}, {3, 30}}}
 	if !sameSequence([]*bclient{a, b}) {
 		t.Fatal("identical overlap reported as mismatch")
+	}
+	e := &bclient{entries: []entry{{2, 20}, {3, 30}, {4, 40}}}
+	if sameSequence([]*bclient{a, e}) {
+		t.Fatal("a client that stopped before the game's last message not detected")
 	}
 	c := &bclient{entries: []entry{{2, 20}, {3, 31}}}
 	if sameSequence([]*bclient{a, c}) {
@@ -289,5 +298,15 @@ func TestHistogramQuantiles(t *testing.T) {
 	}
 	if h.max != time.Millisecond {
 		t.Fatalf("max %v", h.max)
+	}
+}
+
+// TestShortSecret: Run refuses an HS256 secret under 32 bytes before it
+// connects anywhere, and does not show it.
+func TestShortSecret(t *testing.T) {
+	secret := testSecret[:31]
+	_, err := Run(context.Background(), Config{URL: "ws://127.0.0.1:1/ws", Mode: "pingpong", TokenSecret: secret})
+	if err == nil || !strings.Contains(err.Error(), "--token-secret") || strings.Contains(err.Error(), secret) {
+		t.Fatalf("error %v, want one naming --token-secret without the secret", err)
 	}
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -30,25 +31,38 @@ type bclient struct {
 	idx  int // global index, the "s" field of its messages
 	game string
 	conn net.Conn
+	br   *bufio.Reader
+
+	// Set before the reader goroutine starts.
+	since   uint64   // the join's since: the replay starts after it unless joined says otherwise
+	history *uint64  // the join's "history", if sent
+	keep    bool     // record entries (order verification by sameSequence)
+	log     *gameLog // check each frame against the game's other clients (instead of entries)
+	watch   uint64
+	hit     chan struct{} // closed when msg_id watch arrives
 
 	wmu sync.Mutex // guards writes to conn
 
 	// Owned by the reader goroutine until done is closed.
-	own, all   *hist
-	entries    []entry
-	lastID     uint64
-	seen       atomic.Uint64 // lastID, for other goroutines
-	violations uint64
-	received   uint64
-	errs       map[string]uint64
-	closeCode  ws.StatusCode
+	own, all    *hist
+	entries     []entry
+	lastID      uint64
+	start, head uint64 // from joined: the replay is start+1 … head
+	violations  uint64
+	replayed    uint64 // sequenced frames with msg_id ≤ head
+	unsequenced uint64 // frames without msg_id other than joined and error, ignored
+	errs        map[string]uint64
+	closeCode   ws.StatusCode
 
-	joined chan uint64   // head, once
-	ownMsg chan struct{} // pingpong: own message came back
-	done   chan struct{}
-	keep   bool // record entries (order verification)
-	watch  uint64
-	hit    chan struct{} // closed when msg_id watch arrives
+	// Written by the reader goroutine, read by any.
+	seen atomic.Uint64 // lastID
+	recv atomic.Uint64 // sequenced frames received
+
+	joined   chan uint64   // head, once
+	complete chan struct{} // closed once joined arrived and the replay up to head did
+	refused  chan string   // the code of the first error frame before complete
+	ownMsg   chan struct{} // pingpong: own message came back
+	done     chan struct{}
 }
 
 func dialClient(ctx context.Context, url string, local net.Addr, idx int, game string) (*bclient, error) {
@@ -62,9 +76,10 @@ func dialClient(ctx context.Context, url string, local net.Addr, idx int, game s
 		return nil, err
 	}
 	return &bclient{
-		idx: idx, game: game, conn: conn,
+		idx: idx, game: game, conn: conn, br: bufio.NewReaderSize(conn, 2048),
 		own: newHist(), all: newHist(), errs: make(map[string]uint64),
-		joined: make(chan uint64, 1), ownMsg: make(chan struct{}, 1), done: make(chan struct{}),
+		joined: make(chan uint64, 1), complete: make(chan struct{}), refused: make(chan string, 1),
+		ownMsg: make(chan struct{}, 1), done: make(chan struct{}),
 	}, nil
 }
 
@@ -74,8 +89,12 @@ func (c *bclient) write(p []byte) error {
 	return wsutil.WriteClientText(c.conn, p)
 }
 
-func (c *bclient) join(token string, since uint64) error {
-	msg := `{"type":"join","game":"` + c.game + `","since":` + strconv.FormatUint(since, 10)
+// join sends the join frame with c.since (and c.history, if set).
+func (c *bclient) join(token string) error {
+	msg := `{"type":"join","game":"` + c.game + `","since":` + strconv.FormatUint(c.since, 10)
+	if c.history != nil {
+		msg += `,"history":` + strconv.FormatUint(*c.history, 10)
+	}
 	if token != "" {
 		msg += `,"token":"` + token + `"`
 	}
@@ -102,6 +121,7 @@ var (
 	keyType  = []byte(`"type":"`)
 	keyCode  = []byte(`"code":"`)
 	keyHead  = []byte(`"head":`)
+	keySince = []byte(`"since":`)
 )
 
 // intAfter parses the unsigned integer following key in p (last occurrence
@@ -141,18 +161,26 @@ func strAfter(p, key []byte) string {
 	return ""
 }
 
-// readLoop reads until the connection ends.
+// readLoop reads until the connection ends. It checks that the sequenced
+// frames (those with a msg_id) are dense and in order from the start the
+// joined frame gives: its "since" if it has one, else the join's since.
+// Frames without msg_id other than joined and error (e.g. audience counts)
+// are not part of the game's sequence and are ignored.
 func (c *bclient) readLoop() {
 	defer close(c.done)
 	var hdr [ws.MaxHeaderSize - 2]byte
-	joined := false
+	var buf []byte
+	joined, completed := false, false
 	for {
-		h, err := ws.ReadHeaderBuffer(c.conn, hdr[:0])
+		h, err := ws.ReadHeaderBuffer(c.br, hdr[:0])
 		if err != nil {
 			return
 		}
-		p := make([]byte, h.Length)
-		if _, err := io.ReadFull(c.conn, p); err != nil {
+		if int64(cap(buf)) < h.Length {
+			buf = make([]byte, h.Length)
+		}
+		p := buf[:h.Length]
+		if _, err := io.ReadFull(c.br, p); err != nil {
 			return
 		}
 		switch h.OpCode {
@@ -176,33 +204,64 @@ func (c *bclient) readLoop() {
 		case "joined":
 			if !joined {
 				joined = true
-				c.joined <- uint64(max(intAfter(p, keyHead, false), 0))
+				c.head = uint64(max(intAfter(p, keyHead, false), 0))
+				c.start = c.since
+				if s := intAfter(p, keySince, false); s >= 0 {
+					c.start = uint64(s)
+				}
+				c.joined <- c.head
+				if c.start >= c.head || c.lastID >= c.head {
+					completed = true
+					close(c.complete)
+				}
 			}
 			continue
 		case "error":
-			c.errs[strAfter(p, keyCode)]++
-			continue
-		case "audience": // ephemeral counts, not part of the log
+			code := strAfter(p, keyCode)
+			c.errs[code]++
+			if !completed {
+				select {
+				case c.refused <- code:
+				default:
+				}
+			}
 			continue
 		}
 		id := intAfter(p, keyMsgID, true)
 		if id <= 0 {
-			c.errs["no_msg_id"]++
+			c.unsequenced++
 			continue
 		}
 		uid := uint64(id)
-		if c.lastID != 0 && uid != c.lastID+1 {
-			c.violations++
+		switch {
+		case c.lastID != 0:
+			if uid != c.lastID+1 {
+				c.violations++
+			}
+		case joined && uid != c.start+1:
+			c.violations++ // the first frame is not where the replay starts
 		}
 		if uid > c.lastID {
 			c.lastID = uid
 			c.seen.Store(uid)
 		}
-		c.received++
-		if c.keep {
+		c.recv.Add(1)
+		if joined && uid <= c.head {
+			c.replayed++
+		}
+		if c.keep || c.log != nil {
 			h := fnv.New64a()
 			h.Write(p)
-			c.entries = append(c.entries, entry{uid, h.Sum64()})
+			if c.keep {
+				c.entries = append(c.entries, entry{uid, h.Sum64()})
+			}
+			if c.log != nil {
+				c.log.check(uid, h.Sum64())
+			}
+		}
+		if joined && !completed && c.lastID >= c.head {
+			completed = true
+			close(c.complete)
 		}
 		if c.hit != nil && uid >= c.watch {
 			close(c.hit)

@@ -20,8 +20,11 @@ import (
 // relay speaking the same protocol (join, then every object with a "type"
 // is numbered per room and sent to every member with msg_id, client_id and
 // ts) with no persistence, no tokens and no validation beyond framing. It
-// is built like a competent hand-written Go relay: gobwas/ws, a reader and
-// a writer goroutine per connection, a mutex per room.
+// keeps no history and announces no one: its joined frame says so with
+// "since" equal to "head" (the replay, since+1 … head, is empty), and
+// every member is a player. It is built like a competent hand-written Go
+// relay: gobwas/ws, a reader and a writer goroutine per connection, a
+// mutex per room.
 type Reference struct {
 	log *slog.Logger
 
@@ -121,7 +124,8 @@ func (rf *Reference) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			room.members[c] = struct{}{}
 			head := room.seq
 			room.mu.Unlock()
-			c.out <- []byte(`{"type":"joined","game":"` + name + `","client_id":"` + c.id + `","role":"player","head":` + strconv.FormatUint(head, 10) + `}`)
+			h := strconv.FormatUint(head, 10)
+			c.out <- []byte(`{"type":"joined","game":"` + name + `","client_id":"` + c.id + `","role":"player","head":` + h + `,"since":` + h + `}`)
 			continue
 		}
 		end := bytes.LastIndexByte(p, '}')
