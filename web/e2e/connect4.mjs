@@ -114,6 +114,9 @@ async function main() {
   check((await text(spec, "status")).startsWith("Red's turn"), "the spectator should see Red to move");
 
   const all = [p1, p2, spec];
+  // The audience counts both gateways: two players on A, one spectator on B.
+  await waitAll(all, async (p) => (await audienceAttr(p, "players")) === "2" && (await audienceAttr(p, "spectators")) === "1", "2 playing, 1 watching, on every page");
+  check((await text(spec, "audience")).includes("1 watching"), "the page should say how many are watching");
   let moves = 0;
   const move = async (page, col) => {
     await page.locator('[data-testid="status"][data-my-turn="true"]').waitFor();
@@ -161,6 +164,9 @@ async function main() {
   await move(red, 5); // Red: bottom row, columns 2-5
 
   await waitAll(all, async (p) => (await statusAttr(p, "winner")) === "red", "Red's win on every page");
+  // After the restart of gateway A the audience is whole again, with no
+  // leftover count from the players' old connections.
+  await waitAll(all, async (p) => (await audienceAttr(p, "players")) === "2" && (await audienceAttr(p, "spectators")) === "1", "2 playing, 1 watching after the restart");
   // Nothing more is legal.
   check((await statusAttr(red, "myTurn")) === "false" && (await statusAttr(yellow, "myTurn")) === "false", "no one should have the move after the win");
 
@@ -194,6 +200,7 @@ const text = (p, id) => p.getByTestId(id).innerText();
 const statusAttr = (p, a) => p.getByTestId("status").evaluate((e, a) => e.dataset[a], a);
 const boardAttr = (p, a) => p.getByTestId("board").evaluate((e, a) => e.dataset[a], a);
 const connAttr = (p, a) => p.getByTestId("connection").evaluate((e, a) => e.dataset[a], a);
+const audienceAttr = (p, a) => p.getByTestId("audience").evaluate((e, a) => e.dataset[a], a);
 const readBoard = (p) =>
   p.getByTestId("board").evaluate((b) => {
     let s = "";

@@ -63,13 +63,12 @@ test("join: joined, replay in order, duplicates dropped, presence separate", asy
   assert.equal(c.state, "connecting");
   last().open();
   assert.deepEqual(last().sent, [{ type: "join", game: "g1", token: "T", since: 0 }]);
-  assert.equal(c.send({ type: "move" }), false, "send before joined");
-  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 2 });
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 2, since: 0 });
   const j = await p;
   assert.equal(j.role, "player");
   assert.equal(c.state, "joined");
   assert.deepEqual(seen.sync, []);
-  last().recv({ type: "presence", event: "join", client: "c0", role: "player", client_id: "", msg_id: 1, ts: 1 });
+  last().recv({ type: "presence", events: [{ event: "join", client: "c0" }], client_id: "", msg_id: 1, ts: 1 });
   last().recv(msg(2));
   assert.deepEqual(seen.sync, [2]);
   last().recv(msg(2));
@@ -79,8 +78,9 @@ test("join: joined, replay in order, duplicates dropped, presence separate", asy
   assert.deepEqual(seen.presence, [1]);
   assert.equal(c.stats.duplicates, 2);
   assert.equal(c.lastMsgId, 3);
-  assert.equal(c.send({ type: "move", to: 1 }), true);
-  assert.deepEqual(last().sent[1], { type: "move", to: 1 });
+  const idem = c.send({ type: "move", to: 1 });
+  assert.match(idem, /^[0-9a-f]{24}$/);
+  assert.deepEqual(last().sent[1], { type: "move", to: 1, idem });
   assert.deepEqual(seen.states, ["connecting", "open", "joined"]);
   c.close();
   assert.equal(c.state, "closed");
@@ -144,7 +144,7 @@ test("create: created, then reconnects join the created game with the player tok
   assert.equal(r.join, "PJ");
   assert.equal(r.watch, "SW");
   assert.deepEqual(seen.created, [{ game: "new1", join: "PJ", watch: "SW" }]);
-  last().recv({ type: "presence", event: "join", client: "c1", role: "player", client_id: "", msg_id: 1, ts: 1 });
+  last().recv({ type: "presence", events: [{ event: "join", client: "c1" }], client_id: "", msg_id: 1, ts: 1 });
   last().serverClose(1006);
   await waitFor(() => FakeWS.all.length === 2, "reconnect");
   last().open();
@@ -230,4 +230,86 @@ test("http and relative URLs become WebSocket URLs", () => {
   assert.equal(a.url, "wss://example.test/ws");
   const b = new GameRelay("http://example.test:8080/ws", { WebSocket: FakeWS });
   assert.equal(b.url, "ws://example.test:8080/ws");
+});
+
+test("messages carry keys; unseen ones are sent again after a resume, once the replay caught up", async () => {
+  const { c } = newClient();
+  assert.equal(c.send({ type: "early" }), false, "send before join()");
+  c.join({ game: "g1", token: "T" });
+  const queued = c.send({ type: "a" }); // before joined: waits
+  last().open();
+  assert.equal(last().sent.length, 1, "only the join before sync");
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 1, since: 0 });
+  assert.equal(last().sent.length, 1, "still replaying");
+  last().recv(msg(1));
+  assert.deepEqual(last().sent[1], { type: "a", idem: queued }, "sent once synced");
+  const b = c.send({ type: "b", idem: "mine-2" });
+  assert.equal(b, "mine-2");
+  assert.equal(c.pending, 2);
+  last().recv(msg(2, { type: "a", idem: queued })); // a is stored
+  assert.equal(c.pending, 1);
+  last().serverClose(1001); // b's outcome unknown
+  await waitFor(() => FakeWS.all.length === 2, "resume");
+  last().open();
+  last().recv({ type: "joined", game: "g1", client_id: "c2", role: "player", head: 2, since: 2 });
+  // Synced at once (head 2 = last seen): b goes again, same key.
+  assert.deepEqual(last().sent[1], { type: "b", idem: "mine-2" });
+  assert.equal(c.stats.resent, 1);
+  last().recv(msg(3, { type: "b", idem: "mine-2" }));
+  assert.equal(c.pending, 0);
+  assert.throws(() => c.send({ type: "x", idem: "no spaces" }), TypeError);
+  c.close();
+});
+
+test("a message stored before the resume is seen in the replay and not sent again", async () => {
+  const { c } = newClient();
+  c.join({ game: "g1" });
+  last().open();
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 0, since: 0 });
+  const k = c.send({ type: "m" });
+  last().serverClose(1006);
+  await waitFor(() => FakeWS.all.length === 2, "resume");
+  last().open();
+  last().recv({ type: "joined", game: "g1", client_id: "c2", role: "player", head: 1, since: 0 });
+  last().recv(msg(1, { type: "m", idem: k })); // in the replay
+  assert.equal(last().sent.length, 1, "nothing resent");
+  assert.equal(c.pending, 0);
+  c.close();
+});
+
+test("errors naming a message: unavailable and outcome_unknown send it again; others drop it", async () => {
+  const { c, seen } = newClient({ resendDelay: 1 });
+  c.join({ game: "g1" });
+  last().open();
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 0, since: 0 });
+  const k1 = c.send({ type: "m" });
+  const k2 = c.send({ type: "bad", msg_id: 3 });
+  last().recv({ type: "error", code: "outcome_unknown", message: "?", idem: k1 });
+  last().recv({ type: "error", code: "reserved_field", message: "no", idem: k2 });
+  assert.deepEqual(seen.errors, ["outcome_unknown", "reserved_field"]);
+  assert.equal(c.pending, 1);
+  await waitFor(() => last().sent.length === 4, "resend of k1");
+  assert.deepEqual(last().sent[3].idem, k1);
+  c.close();
+});
+
+test("history bounds the first join's replay; joined.since moves lastMsgId; audience frames", async () => {
+  const { c } = newClient();
+  const aud = [];
+  c.on("audience", (a) => aud.push(a));
+  c.join({ game: "g1", history: 10 });
+  last().open();
+  assert.deepEqual(last().sent, [{ type: "join", game: "g1", since: 0, history: 10 }]);
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "spectator", head: 50, since: 40 });
+  assert.equal(c.lastMsgId, 40);
+  last().recv(msg(41));
+  assert.equal(c.stats.gaps, 0);
+  last().recv({ type: "audience", game: "g1", players: 2, spectators: 7 });
+  assert.deepEqual(aud, [{ game: "g1", players: 2, spectators: 7 }]);
+  assert.deepEqual(c.audience, { players: 2, spectators: 7 });
+  last().serverClose(1001);
+  await waitFor(() => FakeWS.all.length === 2, "resume");
+  last().open();
+  assert.deepEqual(last().sent, [{ type: "join", game: "g1", since: 41 }], "a resume continues, without history");
+  c.close();
 });

@@ -18,6 +18,7 @@ const el = {
   board: $("board"),
   you: $("you"),
   connection: $("connection"),
+  audience: $("audience"),
   gameId: $("game-id"),
 };
 
@@ -129,6 +130,7 @@ function newClient() {
     render();
   });
   client.on("presence", render);
+  client.on("audience", render); // how many play and watch, on every gateway
   client.on("sync", () => {
     // Caught up with the log: take a seat if this tab is a player without
     // one and a seat is free. A second "sit" by the same seat is ignored.
@@ -194,6 +196,13 @@ function renderConnection() {
   let text = connectionText[st] || st;
   if (st === "reconnecting" && client) text = `reconnecting… (attempt ${client.stats.reconnects})`;
   el.connection.textContent = text;
+}
+
+function renderAudience() {
+  const a = demo.client && demo.client.audience;
+  el.audience.dataset.players = a ? String(a.players) : "";
+  el.audience.dataset.spectators = a ? String(a.spectators) : "";
+  el.audience.textContent = a ? `${a.players} playing · ${a.spectators} watching` : "";
 }
 
 function render() {
@@ -279,6 +288,7 @@ function render() {
   else el.you.textContent = "";
 
   renderConnection();
+  renderAudience();
 }
 
 buildBoard();

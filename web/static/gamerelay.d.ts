@@ -19,6 +19,10 @@ export interface Options {
   jitter?: number;
   /** Consecutive failed attempts before giving up ("closed"). Default Infinity. */
   maxAttempts?: number;
+  /** Sent messages not yet seen stored, beyond which send() refuses. Default 1000. */
+  maxPending?: number;
+  /** ms before a message answered unavailable or outcome_unknown is sent again. Default 1000. */
+  resendDelay?: number;
   /** WebSocket constructor. Default globalThis.WebSocket. */
   WebSocket?: { new (url: string): WebSocket };
 }
@@ -36,15 +40,31 @@ export interface GameMessage {
   ts: number;
   /** The token's `sub`, when it names one. */
   user?: string;
+  /** The sender's idempotency key (the JS client always sets one). */
+  idem?: string;
   [field: string]: unknown;
 }
 
-/** A client joined or left (a system message in the log). */
+/** One player joining or leaving. */
+export interface PresenceEvent {
+  event: "join" | "leave";
+  /** The player's client_id. */
+  client: string;
+  /** The player's token `sub`, when it names one. */
+  user?: string;
+}
+
+/** Players joined or left, in this order (a system message in the log). */
 export interface PresenceMessage extends GameMessage {
   type: "presence";
-  event: "join" | "leave";
-  client: string;
-  role: Role;
+  events: PresenceEvent[];
+}
+
+/** The game's players and spectators on every gateway (not part of the log). */
+export interface Audience {
+  game: string;
+  players: number;
+  spectators: number;
 }
 
 export interface Created {
@@ -61,7 +81,7 @@ export interface Joined {
   role: Role;
   /** The game's last msg_id when this join happened. */
   head: number;
-  /** The `since` this join was sent with. */
+  /** The msg_id the replay starts after (the join's since, or later with `history`). */
   since: number;
 }
 
@@ -80,6 +100,8 @@ export interface Disconnect {
  * "closed" (a pending create()/join() ended with the connection), "superseded". */
 export declare class GameRelayError extends Error {
   readonly code: string;
+  /** For errors about a message you sent: its idempotency key. */
+  readonly idem?: string;
   /** For "gap": the msg_id expected and the one received. */
   readonly expected?: number;
   readonly got?: number;
@@ -88,6 +110,7 @@ export declare class GameRelayError extends Error {
 export interface EventMap {
   message: GameMessage;
   presence: PresenceMessage;
+  audience: Audience;
   state: State;
   created: Created;
   joined: Joined;
@@ -110,14 +133,22 @@ export declare class GameRelay extends EventTarget {
   /** The last msg_id delivered; the `since` of the next (re)join. */
   readonly lastMsgId: number;
   readonly head: number;
-  readonly stats: { connects: number; reconnects: number; duplicates: number; gaps: number };
+  /** The latest audience frame's counts. */
+  readonly audience: { players: number; spectators: number } | undefined;
+  /** Sent messages not yet seen stored. */
+  readonly pending: number;
+  readonly stats: { connects: number; reconnects: number; duplicates: number; gaps: number; resent: number };
 
   /** Creates a game (where the server allows it) and joins it as a player. */
   create(): Promise<Created & Joined>;
-  /** Joins a game; the token decides player or spectator. */
-  join(p: { game: string; token?: string; since?: number }): Promise<Joined>;
-  /** Sends a game message; false (nothing sent) unless joined. */
-  send(msg: { type: string; [field: string]: unknown }): boolean;
+  /** Joins a game; the token decides player or spectator. `history`: replay at most the last N messages. */
+  join(p: { game: string; token?: string; since?: number; history?: number }): Promise<Joined>;
+  /**
+   * Sends a game message with an idempotency key (`idem`, random unless given) and returns the key;
+   * it waits while reconnecting and is sent again after a resume until seen stored.
+   * false (nothing sent) before create()/join(), after close(), or with maxPending messages unseen.
+   */
+  send(msg: { type: string; idem?: string; [field: string]: unknown }): string | false;
   /** Closes for good; no reconnect. */
   close(): void;
   /** Subscribes; returns the unsubscribe function. */

@@ -6,7 +6,10 @@
 // messages in msg_id order, each once, and when the connection drops for any
 // reason other than close() it reconnects with exponential backoff and
 // jitter, joins the same game with the same token and since = the last
-// msg_id it delivered, and drops anything it already delivered.
+// msg_id it delivered, and drops anything it already delivered. Every
+// message it sends carries an idempotency key ("idem"): a message not seen
+// stored yet is sent again after a resume (once the replay has caught up),
+// and the gateway stores it at most once.
 
 /** Default options; see docs/client-js.md. */
 export const defaults = Object.freeze({
@@ -16,6 +19,8 @@ export const defaults = Object.freeze({
   factor: 2, // backoff multiplier per failed attempt
   jitter: 0.5, // each delay is scaled by a random factor in [1-jitter, 1]
   maxAttempts: Infinity, // consecutive failed attempts before giving up
+  maxPending: 1000, // messages sent but not yet seen stored, beyond which send() refuses
+  resendDelay: 1000, // ms before a message refused as unavailable (or of unknown outcome) is sent again
   WebSocket: undefined, // WebSocket constructor; default globalThis.WebSocket
 });
 
@@ -76,8 +81,10 @@ export class GameRelay extends EventTarget {
     this.lastMsgId = 0;
     /** msg_id of the game's last message when the current join happened. */
     this.head = 0;
+    /** The game's audience on every gateway: {players, spectators}, from audience frames. */
+    this.audience = undefined;
     /** Counters, for display and tests. */
-    this.stats = { connects: 0, reconnects: 0, duplicates: 0, gaps: 0 };
+    this.stats = { connects: 0, reconnects: 0, duplicates: 0, gaps: 0, resent: 0 };
 
     this._ws = null;
     this._intent = null; // null | "create" | "join": what to do on open
@@ -85,6 +92,17 @@ export class GameRelay extends EventTarget {
     this._timer = null;
     this._synced = false;
     this._pending = null; // {resolve, reject} of create()/join()
+    this._history = undefined; // "history" of the first join only
+    // Messages sent (or waiting to be) that have not come back stored:
+    // idem → {text, sent, resend}. sent: on the current connection;
+    // resend: sent before, so sending again counts in stats.resent.
+    this._unseen = new Map();
+    this._resendTimer = null;
+  }
+
+  /** How many sent messages have not been seen stored yet. */
+  get pending() {
+    return this._unseen.size;
   }
 
   /**
@@ -98,30 +116,50 @@ export class GameRelay extends EventTarget {
 
   /**
    * Joins a game as a player or spectator (the token decides).
-   * @param {{game: string, token?: string, since?: number}} p
+   * @param {{game: string, token?: string, since?: number, history?: number}} p
+   *   history: replay at most the last N messages (first join only; a
+   *   resume continues from the last msg_id delivered).
    */
-  join({ game, token, since = 0 }) {
+  join({ game, token, since = 0, history }) {
     if (typeof game !== "string" || game === "") throw new TypeError("join: game required");
+    if (history !== undefined && (!Number.isInteger(history) || history < 0)) throw new TypeError("join: history must be a non-negative integer");
     this.game = game;
     this.token = token;
     this.lastMsgId = since;
+    this._history = history;
     this._begin("join");
     return this._promise();
   }
 
   /**
-   * Sends a game message (a plain object with a string "type"). Returns
-   * false, sending nothing, unless the client is joined: messages are not
-   * queued across reconnects, since the protocol cannot tell whether one
-   * sent before a drop was stored. Watch for your own message coming back.
+   * Sends a game message (a plain object with a string "type"), with an
+   * idempotency key: obj.idem if set (1-64 of A-Z a-z 0-9 . _ : -), else a
+   * random one, which send() returns. While the client reconnects the
+   * message waits; a message not seen stored when a resume has caught up
+   * is sent again with its key, and the gateway stores it at most once.
+   * Returns false, sending nothing, before create()/join(), after close(),
+   * or when options.maxPending messages are still unseen.
    */
   send(obj) {
     if (obj === null || typeof obj !== "object" || typeof obj.type !== "string") {
       throw new TypeError('send: want an object with a string "type"');
     }
-    if (this.state !== "joined" || !this._ws) return false;
-    this._ws.send(JSON.stringify(obj));
-    return true;
+    if (!this._intent || this._unseen.size >= this.options.maxPending) return false;
+    let idem = obj.idem;
+    if (idem === undefined) {
+      idem = newIdem();
+      obj = { ...obj, idem };
+    } else if (typeof idem !== "string" || !/^[A-Za-z0-9._:-]{1,64}$/.test(idem)) {
+      throw new TypeError("send: idem must be 1-64 of A-Z a-z 0-9 . _ : -");
+    }
+    const entry = { text: JSON.stringify(obj), sent: false };
+    this._unseen.delete(idem); // a resend of a key goes last
+    this._unseen.set(idem, entry);
+    if (this.state === "joined" && this._synced && this._ws) {
+      this._ws.send(entry.text);
+      entry.sent = entry.resend = true;
+    }
+    return idem;
   }
 
   /** Closes the connection for good: no reconnect. */
@@ -129,6 +167,8 @@ export class GameRelay extends EventTarget {
     this._intent = null;
     clearTimeout(this._timer);
     this._timer = null;
+    clearTimeout(this._resendTimer);
+    this._resendTimer = null;
     const ws = this._ws;
     this._ws = null;
     if (ws) {
@@ -145,7 +185,8 @@ export class GameRelay extends EventTarget {
 
   /**
    * Subscribes fn(detail, event) to an event; returns a function that
-   * unsubscribes. Events: message, presence, state, joined, created, sync, error.
+   * unsubscribes. Events: message, presence, audience, state, joined,
+   * created, sync, error, disconnect.
    */
   on(type, fn) {
     const h = (e) => fn(e.detail, e);
@@ -204,11 +245,13 @@ export class GameRelay extends EventTarget {
     ws.onopen = () => {
       this._setState("open");
       this._synced = false;
+      for (const e of this._unseen.values()) e.sent = false;
       if (this._intent === "create") {
         ws.send(JSON.stringify({ type: "create" }));
       } else {
         const j = { type: "join", game: this.game, since: this.lastMsgId };
         if (this.token) j.token = this.token;
+        if (this._history !== undefined) j.history = this._history;
         ws.send(JSON.stringify(j));
       }
     };
@@ -278,6 +321,11 @@ export class GameRelay extends EventTarget {
         this.clientId = m.client_id;
         this.head = m.head;
         this._attempt = 0;
+        this._history = undefined; // resumes continue from lastMsgId
+        if (typeof m.since === "number" && m.since > this.lastMsgId) {
+          // "history" bounded the replay: it starts after m.since.
+          this.lastMsgId = m.since;
+        }
         this._setState("joined");
         const detail = { game: m.game, clientId: m.client_id, role: m.role, head: m.head, since: this.lastMsgId };
         this._emit("joined", detail);
@@ -287,8 +335,16 @@ export class GameRelay extends EventTarget {
         this._maybeSynced();
         return;
       }
+      case "audience":
+        this.audience = { players: m.players, spectators: m.spectators };
+        this._emit("audience", { game: m.game, players: m.players, spectators: m.spectators });
+        return;
       case "error": {
-        const err = new GameRelayError(m.code, m.message);
+        const err = new GameRelayError(m.code, m.message, m.idem !== undefined ? { idem: m.idem } : undefined);
+        if (m.idem !== undefined && this._unseen.has(m.idem)) {
+          this._refused(m.idem, err);
+          return;
+        }
         if (this.state === "joined") {
           this._emit("error", err);
           return;
@@ -333,6 +389,7 @@ export class GameRelay extends EventTarget {
       return;
     }
     this.lastMsgId = id;
+    if (typeof m.idem === "string") this._unseen.delete(m.idem); // stored
     this._emit(m.type === "presence" ? "presence" : "message", m);
     this._maybeSynced();
   }
@@ -341,8 +398,51 @@ export class GameRelay extends EventTarget {
     if (!this._synced && this.state === "joined" && this.lastMsgId >= this.head) {
       this._synced = true;
       this._emit("sync", { game: this.game, lastMsgId: this.lastMsgId });
+      // The replay has caught up: what is still unseen was not stored
+      // before this join (or is on its way): send it (again), same keys.
+      this._flushUnseen();
     }
   }
+
+  // _flushUnseen sends the unseen messages not sent on this connection yet.
+  _flushUnseen() {
+    if (this.state !== "joined" || !this._synced || !this._ws) return;
+    for (const e of this._unseen.values()) {
+      if (e.sent) continue;
+      if (e.resend) this.stats.resent++;
+      this._ws.send(e.text);
+      e.sent = true;
+      e.resend = true;
+    }
+  }
+
+  // _refused handles an error about one of our messages.
+  _refused(idem, err) {
+    const e = this._unseen.get(idem);
+    switch (err.code) {
+      case "unavailable": // not stored: send it again
+      case "outcome_unknown": // maybe stored: sending it again is harmless
+        e.sent = false;
+        this._emit("error", err);
+        if (!this._resendTimer) {
+          this._resendTimer = setTimeout(() => {
+            this._resendTimer = null;
+            this._flushUnseen();
+          }, this.options.resendDelay);
+        }
+        return;
+    }
+    // Refused for good (invalid, forbidden, rate limited, ...).
+    this._unseen.delete(idem);
+    this._emit("error", err);
+  }
+}
+
+// newIdem returns a random idempotency key.
+function newIdem() {
+  const b = new Uint8Array(12);
+  globalThis.crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
 function toWS(url) {
