@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -102,9 +103,18 @@ func (m *mongoFlags) connect(app string) (*mongo.Client, error) {
 	}
 	client, err := mongo.Connect(options.Client().ApplyURI(m.uri).SetAppName(app))
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--mongo: %w", err)}
+		return nil, usageError{fmt.Errorf("--mongo %s: %s", redactURL(m.uri), mongoURIError(err))}
 	}
 	return client, nil
+}
+
+// mongoURIError is the text of the driver's error about a URI, redacted:
+// a bad percent-escape would otherwise quote part of the password.
+func mongoURIError(err error) string {
+	if errors.As(err, new(url.EscapeError)) {
+		return "invalid percent-escape in the URI"
+	}
+	return redactURL(err.Error())
 }
 
 func disconnect(c *mongo.Client) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,18 +97,39 @@ func connect(ctx context.Context, url, creds, name string, log *slog.Logger, rec
 		opts = append(opts, nats.UserCredentials(creds))
 	}
 	opts = append(opts, extra...)
+	if err := checkNATSURLs(url); err != nil {
+		return nil, err
+	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+		return nil, fmt.Errorf("connect to NATS %s: %s", redactURL(url), redactURL(err.Error()))
 	}
 	// Wait for the first connection so start-up errors are visible.
 	deadline := time.Now().Add(30 * time.Second)
 	for !nc.IsConnected() {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			nc.Close()
-			return nil, fmt.Errorf("connect to NATS %s: not reachable", url)
+			return nil, fmt.Errorf("connect to NATS %s: not reachable", redactURL(url))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return nc, nil
+}
+
+// checkNATSURLs parses the URLs of a comma-separated NATS list as nats.go
+// does, so a malformed one is a usage error that names it redacted
+// instead of a parse error quoting it whole.
+func checkNATSURLs(list string) error {
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		if _, err := neturl.Parse(u); err != nil {
+			return usageError{fmt.Errorf("--nats: %s is not a valid URL (percent-encode special characters in user names, passwords and tokens)", redactURL(u))}
+		}
+	}
+	return nil
 }

@@ -86,7 +86,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("embedded NATS: %w", err)
 	}
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	log.Info("embedded NATS JetStream listening", "url", ns.ClientURL(), "data", filepath.Join(data, "nats"))
+	log.Info("embedded NATS JetStream listening", "url", redactURL(ns.ClientURL()), "data", filepath.Join(data, "nats"))
 
 	// In-process connections: no sockets between the parts of dev. With no
 	// network in between, writes need no deadline (nats.go sets one per
@@ -112,7 +112,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		log.Info("archive: MongoDB wire protocol (embedded FerretDB)", "uri", mongoURI, "db", "gamerelay")
+		log.Info("archive: MongoDB wire protocol (embedded FerretDB)", "uri", redactURL(mongoURI), "db", "gamerelay")
 		extra = append(extra, runArchive)
 	}
 	return serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, true, extra, &feeds)
