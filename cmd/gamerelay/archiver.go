@@ -43,6 +43,12 @@ func runArchiver(ctx context.Context, args []string, _, stderr io.Writer) error 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := nf.readFiles(fs); err != nil {
+		return err
+	}
+	if err := mf.readFiles(fs); err != nil {
+		return err
+	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
@@ -89,17 +95,30 @@ func runArchiver(ctx context.Context, args []string, _, stderr io.Writer) error 
 }
 
 // mongoFlags are how a role reaches the archive.
-type mongoFlags struct{ uri, db string }
+type mongoFlags struct{ uri, uriFile, db string }
 
 func (m *mongoFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.uri, "mongo", "", "MongoDB connection string (required), e.g. mongodb://mongo-0,mongo-1,mongo-2/?replicaSet=rs0")
+	fs.StringVar(&m.uri, "mongo", "", "MongoDB connection string (required, or --mongo-uri-file), e.g. mongodb://mongo-0,mongo-1,mongo-2/?replicaSet=rs0")
+	fs.StringVar(&m.uriFile, "mongo-uri-file", "", "file holding --mongo, for URIs with passwords (keeps them out of argv and the environment)")
 	fs.StringVar(&m.db, "db", "gamerelay", "MongoDB database of the archive")
+}
+
+// readFiles takes --mongo from --mongo-uri-file if that is set.
+func (m *mongoFlags) readFiles(fs *flag.FlagSet) error {
+	uri, ok, err := cli.SecretFile(fs, "mongo", "mongo-uri-file")
+	if err != nil {
+		return usageError{err}
+	}
+	if ok {
+		m.uri = uri
+	}
+	return nil
 }
 
 // connect returns a client for the URI; it does not wait for the server.
 func (m *mongoFlags) connect(app string) (*mongo.Client, error) {
 	if m.uri == "" {
-		return nil, usageError{errors.New("--mongo (or GAMERELAY_MONGO) is required")}
+		return nil, usageError{errors.New("--mongo or --mongo-uri-file (or GAMERELAY_MONGO, GAMERELAY_MONGO_URI_FILE) is required")}
 	}
 	client, err := mongo.Connect(options.Client().ApplyURI(m.uri).SetAppName(app))
 	if err != nil {

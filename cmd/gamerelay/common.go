@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/gamerelay/gamerelay/internal/cli"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -59,11 +60,24 @@ func (c *logCfg) config(log *slog.Logger, m *sequencer.Metrics) (sequencer.Confi
 }
 
 // natsFlags are how a role reaches NATS.
-type natsFlags struct{ url, creds string }
+type natsFlags struct{ url, urlFile, creds string }
 
 func (n *natsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&n.url, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	fs.StringVar(&n.urlFile, "nats-url-file", "", "file holding --nats, for URLs with passwords or tokens (keeps them out of argv and the environment)")
 	fs.StringVar(&n.creds, "nats-creds", "", "NATS credentials file (optional)")
+}
+
+// readFiles takes --nats from --nats-url-file if that is set.
+func (n *natsFlags) readFiles(fs *flag.FlagSet) error {
+	url, ok, err := cli.SecretFile(fs, "nats", "nats-url-file")
+	if err != nil {
+		return usageError{err}
+	}
+	if ok {
+		n.url = url
+	}
+	return nil
 }
 
 // connect dials NATS with endless reconnects; reconnected, if set, runs after

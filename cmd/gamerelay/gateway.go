@@ -43,6 +43,8 @@ type gatewayFlags struct {
 	embedSequencer bool
 	leaseTTL       time.Duration
 	apiKeys        cli.Repeated
+	secretFile     string
+	apiKeysFile    string
 }
 
 func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
@@ -52,6 +54,7 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	}
 	fs.StringVar(&f.listen, "listen", listen, "address of the public listener (WebSocket at /ws)")
 	fs.StringVar(&f.secret, "token-secret", "", "HS256 secret for player and spectator tokens (at least 16 bytes)")
+	fs.StringVar(&f.secretFile, "token-secret-file", "", "file holding --token-secret (keeps it out of argv and the environment)")
 	fs.Var(&f.origins, "origins", "allowed WebSocket Origin values, comma-separated or repeated (empty: any)")
 	fs.IntVar(&f.maxMsg, "max-message-bytes", 64<<10, "largest client message; larger ones close the connection with 1009")
 	fs.IntVar(&f.queueBytes, "send-queue-bytes", 1<<20, "per-client send queue; a client behind by more is closed with 1013")
@@ -61,12 +64,50 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	fs.DurationVar(&f.ping, "ping-interval", 25*time.Second, "keepalive ping period; silent clients are closed after two")
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "on SIGTERM, time to close clients (1001) and finish in-flight appends")
 	fs.Var(&f.apiKeys, "api-key", "NAME=KEY for the backend HTTP API at /v1 (repeatable; also $GAMERELAY_API_KEYS=NAME=KEY,NAME2=KEY2); no key: no API")
+	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of NAME=KEY lines for the backend HTTP API, instead of --api-key (blank lines and # comments allowed)")
 	if !dev {
 		fs.BoolVar(&f.anonymous, "allow-anonymous", false, "let clients join without a token (as players)")
 		fs.BoolVar(&f.create, "allow-create", false, `enable {"type":"create"} (needs --token-secret)`)
 		fs.BoolVar(&f.embedSequencer, "embed-sequencer", false, "also run the sequencer service in this process")
 		fs.DurationVar(&f.leaseTTL, "lease-ttl", 10*time.Second, "with --embed-sequencer: partition lease lifetime")
 	}
+}
+
+// readFiles takes --token-secret from --token-secret-file and the API
+// keys from --api-keys-file, if they are set.
+func (f *gatewayFlags) readFiles(fs *flag.FlagSet) error {
+	secret, ok, err := cli.SecretFile(fs, "token-secret", "token-secret-file")
+	if err != nil {
+		return usageError{err}
+	}
+	if ok {
+		f.secret = secret
+	}
+	keys, ok, err := cli.SecretFile(fs, "api-key", "api-keys-file")
+	if err != nil {
+		return usageError{err}
+	}
+	if !ok {
+		return nil
+	}
+	if os.Getenv("GAMERELAY_API_KEYS") != "" {
+		return usageError{errors.New("--api-keys-file and $GAMERELAY_API_KEYS both set: use one")}
+	}
+	for _, line := range strings.Split(keys, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if name, key, ok := strings.Cut(line, "="); !ok || name == "" || key == "" {
+			// Never echo the line: it may be a key.
+			return usageError{fmt.Errorf("--api-keys-file %s: entry %d (not counting blank lines and comments): want NAME=KEY", f.apiKeysFile, len(f.apiKeys)+1)}
+		}
+		f.apiKeys = append(f.apiKeys, line)
+	}
+	if len(f.apiKeys) == 0 {
+		return usageError{fmt.Errorf("--api-keys-file %s: no NAME=KEY line", f.apiKeysFile)}
+	}
+	return nil
 }
 
 // keys returns the API keys by owner, from --api-key or $GAMERELAY_API_KEYS.
@@ -114,7 +155,7 @@ func (f *gatewayFlags) config(log *slog.Logger, m *gateway.Metrics) (gateway.Con
 		return cfg, usageError{err}
 	}
 	if len(cfg.TokenSecret) == 0 && !cfg.AllowAnonymous {
-		return cfg, usageError{errors.New("no one could join: set --token-secret (or GAMERELAY_TOKEN_SECRET), or --allow-anonymous")}
+		return cfg, usageError{errors.New("no one could join: set --token-secret or --token-secret-file (or GAMERELAY_TOKEN_SECRET, GAMERELAY_TOKEN_SECRET_FILE), or --allow-anonymous")}
 	}
 	return cfg, nil
 }
@@ -134,6 +175,12 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	gf.register(fs, false)
 	fs.StringVar(&adm, "admin", ":9090", "admin listener address (/metrics, /healthz, /readyz)")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := nf.readFiles(fs); err != nil {
+		return err
+	}
+	if err := gf.readFiles(fs); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)

@@ -136,10 +136,20 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	}()
 	waitReady(t, "http://"+devAdmin+"/readyz")
 
+	// Secrets come from files (mounted Secrets in Kubernetes).
+	secrets := t.TempDir()
+	secretFile := func(name, content string) string {
+		p := filepath.Join(secrets, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	seqCtx, seqCancel := context.WithCancel(ctx)
 	seqDone := make(chan error, 1)
+	natsURLFile := secretFile("nats-url", "nats://"+natsAddr+"\n")
 	go func() {
-		seqDone <- runSequencer(seqCtx, []string{"--nats", "nats://" + natsAddr, "--admin", seqAdmin, "--lease-ttl", "1s", "--log-level", "warn"}, io.Discard, io.Discard)
+		seqDone <- runSequencer(seqCtx, []string{"--nats-url-file", natsURLFile, "--admin", seqAdmin, "--lease-ttl", "1s", "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
 	waitReady(t, "http://"+seqAdmin+"/readyz")
 
@@ -182,17 +192,18 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	// A second gateway joins dev's NATS; a token from `gamerelay token`
 	// admits a player there, who sees what was appended above.
 	const secret = "cli-test-secret-0123456789"
+	secretPath := secretFile("token-secret", "\n  "+secret+"\n")
 	var tok bytes.Buffer
-	if code := run([]string{"token", "--game", "cli-game", "--sub", "ana", "--token-secret", secret}, &tok, io.Discard); code != 0 {
+	if code := run([]string{"token", "--game", "cli-game", "--sub", "ana", "--token-secret-file", secretPath}, &tok, io.Discard); code != 0 {
 		t.Fatalf("token exit %d", code)
 	}
-	t.Setenv("GAMERELAY_TOKEN_SECRET", secret) // the environment twin of --token-secret
-	t.Setenv("GAMERELAY_API_KEYS", "studio=studio-key-0123456789")
+	t.Setenv("GAMERELAY_TOKEN_SECRET_FILE", secretPath) // the environment twin of --token-secret-file
+	keysFile := secretFile("api-keys", "# backend services\n\nstudio=studio-key-0123456789\n  other=other-key-0123456789  \n")
 	gwListen, gwAdmin := freeAddr(t), freeAddr(t)
 	gwCtx, gwCancel := context.WithCancel(ctx)
 	gwDone := make(chan error, 1)
 	go func() {
-		gwDone <- runGateway(gwCtx, []string{"--nats", "nats://" + natsAddr, "--listen", gwListen, "--admin", gwAdmin, "--log-level", "warn"}, io.Discard, io.Discard)
+		gwDone <- runGateway(gwCtx, []string{"--nats", "nats://" + natsAddr, "--listen", gwListen, "--admin", gwAdmin, "--api-keys-file", keysFile, "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
 	select {
 	case err := <-gwDone:
@@ -216,6 +227,9 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	}
 	if apiID <= 4 {
 		t.Fatalf("API message got msg_id %d, want after the move", apiID)
+	}
+	if id, err := backend.New("http://"+gwListen, "other-key-0123456789").Publish(ctx, "cli-game", map[string]any{"type": "timer"}, "t-2"); err != nil || id != apiID+1 {
+		t.Fatalf("second key from the file: msg_id %d, %v", id, err)
 	}
 	gwCancel()
 	if err := <-gwDone; err != nil {

@@ -34,6 +34,9 @@ func runSequencer(ctx context.Context, args []string, _, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := nf.readFiles(fs); err != nil {
+		return err
+	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
