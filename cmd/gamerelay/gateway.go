@@ -45,6 +45,9 @@ type gatewayFlags struct {
 	apiKeys        cli.Repeated
 	secretFile     string
 	apiKeysFile    string
+	// limits bound the public listener's HTTP clients; the zero value
+	// means admin's defaults, which the admin listener has too.
+	limits admin.Limits
 }
 
 func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
@@ -278,7 +281,7 @@ func serveGateway(ctx context.Context, nc, live *nats.Conn, seqCfg sequencer.Con
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := gf.limits.Server(mux)
 
 	// Background parts (sequencer, archiver, ...) outlive the drain, so
 	// in-flight appends can finish.
