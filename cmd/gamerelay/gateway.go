@@ -53,7 +53,7 @@ type gatewayFlags struct {
 func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	listen, rate, burst := ":8080", 1000.0, 1000
 	if dev {
-		rate, burst = 0, 0
+		listen, rate, burst = devListenAddr, 0, 0
 	}
 	fs.StringVar(&f.listen, "listen", listen, "address of the public listener (WebSocket at /ws)")
 	fs.StringVar(&f.secret, "token-secret", "", "HS256 secret for player and spectator tokens (at least 16 bytes)")

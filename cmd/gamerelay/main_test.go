@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/gamerelay/gamerelay/backend"
 	"github.com/gamerelay/gamerelay/internal/bench"
+	"github.com/gamerelay/gamerelay/internal/cli"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -305,5 +307,45 @@ func TestSuiteTableRatios(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// `gamerelay dev` listens on this machine only unless told otherwise:
+// --expose widens the public and admin defaults, explicit addresses win,
+// the embedded NATS and MongoDB-wire servers stay on loopback.
+func TestDevListenersLocalByDefault(t *testing.T) {
+	var help bytes.Buffer
+	if code := run([]string{"dev", "--help"}, &help, &help); code != 0 {
+		t.Fatalf("dev --help: exit %d", code)
+	}
+	for _, flag := range []string{"listen", "admin", "nats-listen", "mongo-listen"} {
+		if !regexp.MustCompile(`--` + flag + `  \[\$\S+\]\n.*\(default "127\.0\.0\.1:\d+"\)`).MatchString(help.String()) {
+			t.Errorf("--%s does not default to a loopback address:\n%s", flag, help.String())
+		}
+	}
+	for name, tc := range map[string]struct {
+		args          []string
+		env           map[string]string
+		listen, admin string
+	}{
+		"defaults":        {nil, nil, ":8080", ":9090"},
+		"explicit listen": {[]string{"--listen", "127.0.0.1:8081"}, nil, "127.0.0.1:8081", ":9090"},
+		"admin by env":    {nil, map[string]string{"GAMERELAY_ADMIN": "10.0.0.1:9999"}, ":8080", "10.0.0.1:9999"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			fs := cli.NewFlagSet("dev", "", io.Discard)
+			listen := fs.String("listen", devListenAddr, "")
+			admin := fs.String("admin", devAdminAddr, "")
+			if err := cli.Parse(fs, tc.args); err != nil {
+				t.Fatal(err)
+			}
+			exposeDefaults(fs, map[string]*string{"listen": listen, "admin": admin})
+			if *listen != tc.listen || *admin != tc.admin {
+				t.Fatalf("--expose: listen %q admin %q, want %q %q", *listen, *admin, tc.listen, tc.admin)
+			}
+		})
 	}
 }
