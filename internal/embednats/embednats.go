@@ -4,6 +4,7 @@
 package embednats
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"testing"
@@ -19,6 +20,13 @@ type Options struct {
 	Port     int    // 0 means pick a free port
 	StoreDir string // JetStream directory; required
 	Name     string
+	// TLS, if set, is the server's TLS configuration: clients must use
+	// TLS, and with ClientAuth tls.RequireAndVerifyClientCert present a
+	// certificate signed by one of its ClientCAs.
+	TLS *tls.Config
+	// Nkeys, if set, are the public nkeys (U...) of the only users allowed
+	// to connect; they share the global account and its JetStream.
+	Nkeys []string
 }
 
 // Run starts one JetStream server and waits until it is ready.
@@ -39,6 +47,14 @@ func Run(o Options) (*server.Server, error) {
 		NoLog:      true,
 		NoSigs:     true,
 		MaxPayload: 1 << 20,
+	}
+	if o.TLS != nil {
+		opts.TLS = true
+		opts.TLSConfig = o.TLS
+		opts.TLSVerify = o.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+	}
+	for _, k := range o.Nkeys {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
