@@ -43,10 +43,10 @@ func runArchiver(ctx context.Context, args []string, _, stderr io.Writer) error 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if err := nf.readFiles(fs); err != nil {
+	if err := nf.resolve(fs); err != nil {
 		return err
 	}
-	if err := mf.readFiles(fs); err != nil {
+	if err := mf.resolve(fs); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)
@@ -72,7 +72,7 @@ func runArchiver(ctx context.Context, args []string, _, stderr io.Writer) error 
 		return err
 	}
 	defer disconnect(client)
-	nc, err := connect(ctx, nf.url, nf.creds, "gamerelay-archiver", log, nil)
+	nc, err := connect(ctx, nf, "gamerelay-archiver", log, nil)
 	if err != nil {
 		return err
 	}
@@ -103,8 +103,8 @@ func (m *mongoFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.db, "db", "gamerelay", "MongoDB database of the archive")
 }
 
-// readFiles takes --mongo from --mongo-uri-file if that is set.
-func (m *mongoFlags) readFiles(fs *flag.FlagSet) error {
+// resolve takes --mongo from --mongo-uri-file if that is set.
+func (m *mongoFlags) resolve(fs *flag.FlagSet) error {
 	uri, ok, err := cli.SecretFile(fs, "mongo", "mongo-uri-file")
 	if err != nil {
 		return usageError{err}

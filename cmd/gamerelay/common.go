@@ -1,18 +1,11 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
-	neturl "net/url"
-	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/gamerelay/gamerelay/internal/cli"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -57,93 +50,4 @@ func (c *logCfg) config(log *slog.Logger, m *sequencer.Metrics) (sequencer.Confi
 		return cfg, usageError{err}
 	}
 	return cfg, nil
-}
-
-// natsFlags are how a role reaches NATS.
-type natsFlags struct{ url, urlFile, creds string }
-
-func (n *natsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&n.url, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-	fs.StringVar(&n.urlFile, "nats-url-file", "", "file holding --nats, for URLs with passwords or tokens (keeps them out of argv and the environment)")
-	fs.StringVar(&n.creds, "nats-creds", "", "NATS credentials file (optional)")
-}
-
-// readFiles takes --nats from --nats-url-file if that is set.
-func (n *natsFlags) readFiles(fs *flag.FlagSet) error {
-	url, ok, err := cli.SecretFile(fs, "nats", "nats-url-file")
-	if err != nil {
-		return usageError{err}
-	}
-	if ok {
-		n.url = url
-	}
-	return nil
-}
-
-// connect dials NATS with endless reconnects; reconnected, if set, runs after
-// every reconnection.
-func connect(ctx context.Context, url, creds, name string, log *slog.Logger, reconnected func(), extra ...nats.Option) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
-			if reconnected != nil {
-				reconnected()
-			}
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subj := ""
-			if sub != nil {
-				subj = sub.Subject
-			}
-			log.Warn("nats async error", "subject", subj, "err", err)
-		}),
-	}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
-	opts = append(opts, extra...)
-	if err := checkNATSURLs(url); err != nil {
-		return nil, err
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS %s: %s", redactURL(url), redactURL(err.Error()))
-	}
-	// Wait for the first connection so start-up errors are visible.
-	deadline := time.Now().Add(30 * time.Second)
-	for !nc.IsConnected() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			nc.Close()
-			return nil, fmt.Errorf("connect to NATS %s: not reachable", redactURL(url))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nc, nil
-}
-
-// checkNATSURLs parses the URLs of a comma-separated NATS list as nats.go
-// does, so a malformed one is a usage error that names it redacted
-// instead of a parse error quoting it whole.
-func checkNATSURLs(list string) error {
-	for _, u := range strings.Split(list, ",") {
-		if u = strings.TrimSpace(u); u == "" {
-			continue
-		}
-		if !strings.Contains(u, "://") {
-			u = "nats://" + u
-		}
-		if _, err := neturl.Parse(u); err != nil {
-			return usageError{fmt.Errorf("--nats: %s is not a valid URL (percent-encode special characters in user names, passwords and tokens)", redactURL(u))}
-		}
-	}
-	return nil
 }

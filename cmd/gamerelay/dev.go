@@ -68,7 +68,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if err := gf.readFiles(fs); err != nil {
+	if err := gf.resolve(fs); err != nil {
 		return err
 	}
 	if expose {
@@ -121,13 +121,13 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	// In-process connections: no sockets between the parts of dev. With no
 	// network in between, writes need no deadline (nats.go sets one per
 	// flush by default, which on an in-process pipe costs a timer each).
-	nc, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev", log, nil, nats.InProcessServer(ns), nats.FlusherTimeout(0))
+	nc, err := connect(ctx, natsDefaults(ns.ClientURL()), "gamerelay-dev", log, nil, nats.InProcessServer(ns), nats.FlusherTimeout(0))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	var feeds *sequencer.Feeds
-	live, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev-live", log, func() {
+	live, err := connect(ctx, natsDefaults(ns.ClientURL()), "gamerelay-dev-live", log, func() {
 		if feeds != nil {
 			feeds.Recheck()
 		}

@@ -42,7 +42,7 @@ func devArchive(ctx context.Context, data, mongoListen, natsURL string, cfg sequ
 		srv.Stop()
 		return nil, "", err
 	}
-	nc, err := connect(ctx, natsURL, "", "gamerelay-dev-archiver", log, nil)
+	nc, err := connect(ctx, natsDefaults(natsURL), "gamerelay-dev-archiver", log, nil)
 	if err != nil {
 		disconnect(client)
 		srv.Stop()

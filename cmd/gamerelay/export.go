@@ -31,7 +31,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if err := mf.readFiles(fs); err != nil {
+	if err := mf.resolve(fs); err != nil {
 		return err
 	}
 	if err := wire.ValidateGame(game); err != nil {

@@ -76,9 +76,9 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	}
 }
 
-// readFiles takes --token-secret from --token-secret-file and the API
+// resolve takes --token-secret from --token-secret-file and the API
 // keys from --api-keys-file, if they are set.
-func (f *gatewayFlags) readFiles(fs *flag.FlagSet) error {
+func (f *gatewayFlags) resolve(fs *flag.FlagSet) error {
 	secret, ok, err := cli.SecretFile(fs, "token-secret", "token-secret-file")
 	if err != nil {
 		return usageError{err}
@@ -180,10 +180,10 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if err := nf.readFiles(fs); err != nil {
+	if err := nf.resolve(fs); err != nil {
 		return err
 	}
-	if err := gf.readFiles(fs); err != nil {
+	if err := gf.resolve(fs); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)
@@ -203,13 +203,13 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if _, err := gf.keys(); err != nil {
 		return err
 	}
-	nc, err := connect(ctx, nf.url, nf.creds, "gamerelay-gateway", log, nil)
+	nc, err := connect(ctx, nf, "gamerelay-gateway", log, nil)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	var feeds *sequencer.Feeds
-	live, err := connect(ctx, nf.url, nf.creds, "gamerelay-gateway-live", log, func() {
+	live, err := connect(ctx, nf, "gamerelay-gateway-live", log, func() {
 		if feeds != nil {
 			feeds.Recheck()
 		}
