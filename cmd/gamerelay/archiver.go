@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -95,15 +97,21 @@ func runArchiver(ctx context.Context, args []string, _, stderr io.Writer) error 
 }
 
 // mongoFlags are how a role reaches the archive.
-type mongoFlags struct{ uri, uriFile, db string }
+type mongoFlags struct {
+	uri, uriFile, db string
+	tlsCA            string
+	cas              *x509.CertPool // of tlsCA
+}
 
 func (m *mongoFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.uri, "mongo", "", "MongoDB connection string (required, or --mongo-uri-file), e.g. mongodb://mongo-0,mongo-1,mongo-2/?replicaSet=rs0")
 	fs.StringVar(&m.uriFile, "mongo-uri-file", "", "file holding --mongo, for URIs with passwords (keeps them out of argv and the environment)")
 	fs.StringVar(&m.db, "db", "gamerelay", "MongoDB database of the archive")
+	fs.StringVar(&m.tlsCA, "mongo-tls-ca", "", "PEM file of the CA(s) that signed the MongoDB servers' certificates; turns TLS on (other TLS settings go into the URI)")
 }
 
-// resolve takes --mongo from --mongo-uri-file if that is set.
+// resolve takes --mongo from --mongo-uri-file if that is set and reads
+// --mongo-tls-ca.
 func (m *mongoFlags) resolve(fs *flag.FlagSet) error {
 	uri, ok, err := cli.SecretFile(fs, "mongo", "mongo-uri-file")
 	if err != nil {
@@ -112,7 +120,28 @@ func (m *mongoFlags) resolve(fs *flag.FlagSet) error {
 	if ok {
 		m.uri = uri
 	}
+	if m.tlsCA != "" {
+		if m.cas, err = loadCAs("mongo-tls-ca", m.tlsCA); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// clientOptions are the driver's options: the URI's, and TLS verified
+// against --mongo-tls-ca if given (kept with the URI's other TLS
+// settings, a client certificate for one).
+func (m *mongoFlags) clientOptions(app string) *options.ClientOptions {
+	o := options.Client().ApplyURI(m.uri).SetAppName(app)
+	if m.cas != nil {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.TLSConfig != nil {
+			cfg = o.TLSConfig.Clone()
+		}
+		cfg.RootCAs = m.cas
+		o.SetTLSConfig(cfg)
+	}
+	return o
 }
 
 // connect returns a client for the URI; it does not wait for the server.
@@ -120,7 +149,7 @@ func (m *mongoFlags) connect(app string) (*mongo.Client, error) {
 	if m.uri == "" {
 		return nil, usageError{errors.New("--mongo or --mongo-uri-file (or GAMERELAY_MONGO, GAMERELAY_MONGO_URI_FILE) is required")}
 	}
-	client, err := mongo.Connect(options.Client().ApplyURI(m.uri).SetAppName(app))
+	client, err := mongo.Connect(m.clientOptions(app))
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--mongo %s: %s", redactURL(m.uri), mongoURIError(err))}
 	}

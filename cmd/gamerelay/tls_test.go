@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -20,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
 
 	"github.com/gamerelay/gamerelay/internal/embednats"
 )
@@ -235,6 +238,47 @@ func TestNATSMutualTLS(t *testing.T) {
 			err := r.stop()
 			if err == nil || !strings.Contains(err.Error(), "not reachable: ") || !slices.ContainsFunc(tc.why, func(w string) bool { return strings.Contains(err.Error(), w) }) {
 				t.Fatalf("sequencer exit: %v, want not reachable: …%q", err, tc.why)
+			}
+		})
+	}
+}
+
+// --mongo-tls-ca verifies a MongoDB server's certificate; without it the
+// system's CAs refuse the test CA.
+func TestMongoTLSCA(t *testing.T) {
+	ca := newTestCA(t, "mongo")
+	_, certFile, keyFile := ca.issue("mongo-server", true)
+	addr := freeAddr(t)
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TLS: addr, TLSCertFile: certFile, TLSKeyFile: keyFile},
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + t.TempDir() + "/",
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = f.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	uri := "mongodb://" + addr + "/?tls=true&serverSelectionTimeoutMS=5000"
+	for name, tc := range map[string]struct {
+		args []string
+		code int
+		out  string
+	}{
+		// Connected and asked: the archive is empty.
+		"trusted":     {[]string{"--mongo-tls-ca", ca.File}, 1, "game not in the archive"},
+		"not trusted": {nil, 1, "certificate signed by unknown authority"},
+		"bad CA file": {[]string{"--mongo-tls-ca", keyFile}, 2, "--mongo-tls-ca: no PEM certificate in " + keyFile},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			args := append([]string{"export", "--mongo", uri, "--game", "g"}, tc.args...)
+			if code := run(args, &out, &out); code != tc.code || !strings.Contains(out.String(), tc.out) {
+				t.Fatalf("exit %d, want %d; output lacks %q?\n%s", code, tc.code, tc.out, out.String())
 			}
 		})
 	}
