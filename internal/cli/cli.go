@@ -82,15 +82,26 @@ func SecretFile(fs *flag.FlagSet, name, fileFlag string) (string, bool, error) {
 	if IsSet(fs, name) {
 		return "", false, fmt.Errorf("--%s and --%s both set ($%s, $%s): use one", name, fileFlag, EnvName(name), EnvName(fileFlag))
 	}
+	s, err := ReadSecret(fileFlag, path)
+	if err != nil {
+		return "", false, err
+	}
+	return s, true, nil
+}
+
+// ReadSecret returns the content of the file at path, the value of the
+// flag fileFlag, with surrounding whitespace trimmed. A missing or empty
+// file is an error naming the flag and the path, never the content.
+func ReadSecret(fileFlag, path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", false, fmt.Errorf("--%s: %w", fileFlag, err)
+		return "", fmt.Errorf("--%s: %w", fileFlag, err)
 	}
 	s := strings.TrimSpace(string(b))
 	if s == "" {
-		return "", false, fmt.Errorf("--%s: %s is empty", fileFlag, path)
+		return "", fmt.Errorf("--%s: %s is empty", fileFlag, path)
 	}
-	return s, true, nil
+	return s, nil
 }
 
 // Repeated is a flag that may be given several times; from the environment
