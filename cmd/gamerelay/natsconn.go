@@ -34,6 +34,7 @@ const (
 // how fast it gives up on a server that stopped answering.
 type natsFlags struct {
 	url, urlFile           string
+	user, passwordFile     string
 	creds, nkey            string
 	tlsCA, tlsCert, tlsKey string
 	pingInterval           time.Duration
@@ -57,6 +58,8 @@ func natsDefaults(url string) natsFlags {
 func (n *natsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&n.url, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
 	fs.StringVar(&n.urlFile, "nats-url-file", "", "file holding --nats, for URLs with passwords or tokens (keeps them out of argv and the environment)")
+	fs.StringVar(&n.user, "nats-user", "", "NATS user name, with --nats-password-file (instead of a user and password in the URL)")
+	fs.StringVar(&n.passwordFile, "nats-password-file", "", "file holding the password of --nats-user (read again at every connection)")
 	fs.StringVar(&n.creds, "nats-creds", "", "NATS credentials file (JWT and nkey seed; optional)")
 	fs.StringVar(&n.nkey, "nats-nkey", "", "file holding an nkey seed (SU...) to authenticate with (optional; not with --nats-creds)")
 	fs.StringVar(&n.tlsCA, "nats-tls-ca", "", "PEM file of the CA(s) that signed the NATS servers' certificates (default: the system's); turns TLS on")
@@ -81,6 +84,10 @@ func (n *natsFlags) resolve(fs *flag.FlagSet) error {
 	switch {
 	case n.creds != "" && n.nkey != "":
 		return usageError{errors.New("--nats-creds and --nats-nkey both set: use one")}
+	case (n.user == "") != (n.passwordFile == ""):
+		return usageError{errors.New("--nats-user and --nats-password-file go together")}
+	case n.user != "" && (n.creds != "" || n.nkey != ""):
+		return usageError{errors.New("--nats-user with --nats-creds or --nats-nkey: authenticate one way")}
 	case (n.tlsCert == "") != (n.tlsKey == ""):
 		return usageError{errors.New("--nats-tls-cert and --nats-tls-key go together")}
 	case n.pingInterval <= 0:
@@ -103,7 +110,10 @@ func (n *natsFlags) resolve(fs *flag.FlagSet) error {
 	if err := checkNATSURLs(n.url); err != nil {
 		return err
 	}
-	_, err = n.options() // reads the nkey seed, the certificates and the key
+	if n.user != "" && strings.Contains(n.url, "@") {
+		return usageError{errors.New("--nats-user with credentials in the --nats URL: authenticate one way")}
+	}
+	_, err = n.options() // reads the password, the nkey seed, the certificates and the key
 	return err
 }
 
@@ -116,6 +126,24 @@ func (n *natsFlags) options() ([]nats.Option, error) {
 		nats.ReconnectWait(n.reconnectWait),
 		nats.ReconnectJitter(n.reconnectWait, n.reconnectWait),
 		nats.Timeout(n.connectTimeout),
+	}
+	if n.passwordFile != "" {
+		pw, err := cli.ReadSecret("nats-password-file", n.passwordFile)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		var mu sync.Mutex
+		user, file := n.user, n.passwordFile
+		opts = append(opts, nats.UserInfoHandler(func() (string, string) {
+			// Read at every connection: a rotated password is used from
+			// the next one on; an unreadable file leaves the last good one.
+			mu.Lock()
+			defer mu.Unlock()
+			if p, err := cli.ReadSecret("nats-password-file", file); err == nil {
+				pw = p
+			}
+			return user, pw
+		}))
 	}
 	if n.creds != "" {
 		opts = append(opts, nats.UserCredentials(n.creds))

@@ -80,27 +80,35 @@ func TestNATSFlagErrors(t *testing.T) {
 	if err := os.WriteFile(notSeed, []byte("hello\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	emptyFile := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(emptyFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ca := newTestCA(t, "flags")
 	_, cert, key := ca.issue("client", false)
 	for name, tc := range map[string]struct {
 		args []string
 		out  string
 	}{
-		"creds and nkey":   {[]string{"--nats-creds", seed, "--nats-nkey", seed}, "--nats-creds and --nats-nkey both set"},
-		"missing creds":    {[]string{"--nats-creds", "/nonexistent/x.creds"}, "--nats-creds: stat /nonexistent/x.creds"},
-		"missing nkey":     {[]string{"--nats-nkey", "/nonexistent/x.nk"}, "--nats-nkey: stat /nonexistent/x.nk"},
-		"not a seed":       {[]string{"--nats-nkey", notSeed}, "--nats-nkey " + notSeed},
-		"cert without key": {[]string{"--nats-tls-cert", cert}, "--nats-tls-cert and --nats-tls-key go together"},
-		"key without cert": {[]string{"--nats-tls-key", key}, "go together"},
-		"key of no cert":   {[]string{"--nats-tls-cert", cert, "--nats-tls-key", ca.File}, "--nats-tls-cert, --nats-tls-key:"},
-		"CA file missing":  {[]string{"--nats-tls-ca", "/nonexistent/ca.pem"}, "--nats-tls-ca: open /nonexistent/ca.pem"},
-		"CA file not PEM":  {[]string{"--nats-tls-ca", notSeed}, "--nats-tls-ca: no PEM certificate in " + notSeed},
-		"zero ping":        {[]string{"--nats-ping-interval", "0s"}, "--nats-ping-interval 0s: want a positive duration"},
-		"no pings out":     {[]string{"--nats-max-pings-out", "0"}, "--nats-max-pings-out 0: want at least 1"},
-		"negative wait":    {[]string{"--nats-reconnect-wait", "-1s"}, "--nats-reconnect-wait -1s"},
-		"zero timeout":     {[]string{"--nats-connect-timeout", "0s"}, "--nats-connect-timeout 0s"},
-		"bad duration":     {[]string{"--nats-max-pings-out", "1", "--nats-ping-interval", "bad"}, "invalid value \"bad\""},
-		"malformed URL":    {[]string{"--nats", "nats://u:p%zz@h"}, "--nats: nats://u:xxxxx@h is not a valid URL"},
+		"creds and nkey":        {[]string{"--nats-creds", seed, "--nats-nkey", seed}, "--nats-creds and --nats-nkey both set"},
+		"missing creds":         {[]string{"--nats-creds", "/nonexistent/x.creds"}, "--nats-creds: stat /nonexistent/x.creds"},
+		"missing nkey":          {[]string{"--nats-nkey", "/nonexistent/x.nk"}, "--nats-nkey: stat /nonexistent/x.nk"},
+		"not a seed":            {[]string{"--nats-nkey", notSeed}, "--nats-nkey " + notSeed},
+		"cert without key":      {[]string{"--nats-tls-cert", cert}, "--nats-tls-cert and --nats-tls-key go together"},
+		"key without cert":      {[]string{"--nats-tls-key", key}, "go together"},
+		"key of no cert":        {[]string{"--nats-tls-cert", cert, "--nats-tls-key", ca.File}, "--nats-tls-cert, --nats-tls-key:"},
+		"CA file missing":       {[]string{"--nats-tls-ca", "/nonexistent/ca.pem"}, "--nats-tls-ca: open /nonexistent/ca.pem"},
+		"CA file not PEM":       {[]string{"--nats-tls-ca", notSeed}, "--nats-tls-ca: no PEM certificate in " + notSeed},
+		"zero ping":             {[]string{"--nats-ping-interval", "0s"}, "--nats-ping-interval 0s: want a positive duration"},
+		"no pings out":          {[]string{"--nats-max-pings-out", "0"}, "--nats-max-pings-out 0: want at least 1"},
+		"negative wait":         {[]string{"--nats-reconnect-wait", "-1s"}, "--nats-reconnect-wait -1s"},
+		"zero timeout":          {[]string{"--nats-connect-timeout", "0s"}, "--nats-connect-timeout 0s"},
+		"bad duration":          {[]string{"--nats-max-pings-out", "1", "--nats-ping-interval", "bad"}, "invalid value \"bad\""},
+		"user without password": {[]string{"--nats-user", "u"}, "--nats-user and --nats-password-file go together"},
+		"user and nkey":         {[]string{"--nats-user", "u", "--nats-password-file", seed, "--nats-nkey", seed}, "authenticate one way"},
+		"user and URL":          {[]string{"--nats", "nats://a:b@h", "--nats-user", "u", "--nats-password-file", seed}, "--nats-user with credentials in the --nats URL"},
+		"empty password":        {[]string{"--nats-user", "u", "--nats-password-file", emptyFile}, "--nats-password-file: " + emptyFile + " is empty"},
+		"malformed URL":         {[]string{"--nats", "nats://u:p%zz@h"}, "--nats: nats://u:xxxxx@h is not a valid URL"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for role, base := range map[string][]string{"sequencer": nil, "gateway": {"--allow-anonymous"}, "archiver": {"--mongo", "mongodb://h/"}} {
@@ -268,5 +276,58 @@ func TestNATSNoticesHungServer(t *testing.T) {
 	}
 	if nc.IsConnected() {
 		t.Fatal("still connected to a hung server")
+	}
+}
+
+// A role authenticates with --nats-user and --nats-password-file, and
+// reads the file again at every connection: after the password is
+// rotated (file first, then the server's configuration, which closes the
+// connections it no longer admits) the role reconnects without a restart.
+func TestNATSPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "password")
+	write := func(pw string) {
+		// As kubelet updates a mounted Secret: a new file renamed over.
+		tmp := filepath.Join(dir, "password.tmp")
+		if err := os.WriteFile(tmp, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, pwFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("first-PASSWORD")
+	o := embednats.Options{StoreDir: t.TempDir(), Users: map[string]string{"gamerelay-sequencer": "first-PASSWORD"}}
+	ns, err := embednats.Run(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+
+	adm := freeAddr(t)
+	seq := startRole(t, runSequencer, "--nats", ns.ClientURL(), "--nats-user", "gamerelay-sequencer", "--nats-password-file", pwFile, "--admin", adm, "--log-level", "info")
+	waitReady(t, "http://"+adm+"/readyz")
+
+	write("second-PASSWORD")
+	o.Users = map[string]string{"gamerelay-sequencer": "second-PASSWORD"}
+	if err := embednats.Reload(ns, o); err != nil {
+		t.Fatal(err)
+	}
+	seq.waitLog(t, "nats disconnected")
+	seq.waitLog(t, "nats reconnected")
+	waitReady(t, "http://"+adm+"/readyz")
+	if err := seq.stop(); err != nil {
+		t.Fatalf("sequencer: %v", err)
+	}
+	if strings.Contains(seq.log.String(), "PASSWORD") {
+		t.Fatalf("the log shows a password:\n%s", seq.log.String())
+	}
+
+	// A wrong password is refused.
+	write("wrong-PASSWORD")
+	r := startRole(t, runSequencer, "--nats", ns.ClientURL(), "--nats-user", "gamerelay-sequencer", "--nats-password-file", pwFile, "--admin", freeAddr(t), "--log-level", "warn")
+	r.waitLog(t, "nats connection attempts failed")
+	if err := r.stop(); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization violation") || strings.Contains(err.Error(), "PASSWORD") {
+		t.Fatalf("sequencer exit: %v, want an authorization violation", err)
 	}
 }
