@@ -67,7 +67,7 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	fs.DurationVar(&f.ping, "ping-interval", 25*time.Second, "keepalive ping period; silent clients are closed after two")
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "on SIGTERM, time to close clients (1001) and finish in-flight appends")
 	fs.Var(&f.apiKeys, "api-key", "NAME=KEY for the backend HTTP API at /v1 (repeatable; also $GAMERELAY_API_KEYS=NAME=KEY,NAME2=KEY2); no key: no API")
-	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of NAME=KEY lines for the backend HTTP API, instead of --api-key (blank lines and # comments allowed)")
+	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of NAME=KEY lines for the backend HTTP API, instead of --api-key (blank lines and # comments allowed; commas separate entries too)")
 	if !dev {
 		fs.BoolVar(&f.anonymous, "allow-anonymous", false, "let clients join without a token (as players)")
 		fs.BoolVar(&f.create, "allow-create", false, `enable {"type":"create"} (needs --token-secret)`)
@@ -101,11 +101,16 @@ func (f *gatewayFlags) resolve(fs *flag.FlagSet) error {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if name, key, ok := strings.Cut(line, "="); !ok || name == "" || key == "" {
-			// Never echo the line: it may be a key.
-			return usageError{fmt.Errorf("--api-keys-file %s: entry %d (not counting blank lines and comments): want NAME=KEY", f.apiKeysFile, len(f.apiKeys)+1)}
+		// Commas separate entries too, as in $GAMERELAY_API_KEYS: a key
+		// file written for it must not turn into one long key.
+		for _, kv := range strings.Split(line, ",") {
+			kv = strings.TrimSpace(kv)
+			if name, key, ok := strings.Cut(kv, "="); !ok || name == "" || key == "" {
+				// Never echo the entry: it may be a key.
+				return usageError{fmt.Errorf("--api-keys-file %s: entry %d (not counting blank lines and comments): want NAME=KEY", f.apiKeysFile, len(f.apiKeys)+1)}
+			}
+			f.apiKeys = append(f.apiKeys, kv)
 		}
-		f.apiKeys = append(f.apiKeys, line)
 	}
 	if len(f.apiKeys) == 0 {
 		return usageError{fmt.Errorf("--api-keys-file %s: no NAME=KEY line", f.apiKeysFile)}

@@ -200,7 +200,7 @@ func TestDevWithSecondSequencer(t *testing.T) {
 		t.Fatalf("token exit %d", code)
 	}
 	t.Setenv("GAMERELAY_TOKEN_SECRET_FILE", secretPath) // the environment twin of --token-secret-file
-	keysFile := secretFile("api-keys", "# backend services\n\nstudio=studio-key-0123456789\n  other=other-key-0123456789  \n")
+	keysFile := secretFile("api-keys", "# backend services\n\nstudio=studio-key-0123456789\n  other=other-key-0123456789, third=third-key-0123456789  \n")
 	gwListen, gwAdmin := freeAddr(t), freeAddr(t)
 	gwCtx, gwCancel := context.WithCancel(ctx)
 	gwDone := make(chan error, 1)
@@ -230,8 +230,10 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	if apiID <= 4 {
 		t.Fatalf("API message got msg_id %d, want after the move", apiID)
 	}
-	if id, err := backend.New("http://"+gwListen, "other-key-0123456789").Publish(ctx, "cli-game", map[string]any{"type": "timer"}, "t-2"); err != nil || id != apiID+1 {
-		t.Fatalf("second key from the file: msg_id %d, %v", id, err)
+	for i, key := range []string{"other-key-0123456789", "third-key-0123456789"} {
+		if id, err := backend.New("http://"+gwListen, key).Publish(ctx, "cli-game", map[string]any{"type": "timer"}, fmt.Sprintf("k-%d", i)); err != nil || id != apiID+1+uint64(i) {
+			t.Fatalf("key %d from the file: msg_id %d, %v", i+2, id, err)
+		}
 	}
 	gwCancel()
 	if err := <-gwDone; err != nil {
