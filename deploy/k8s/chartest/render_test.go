@@ -53,6 +53,13 @@ var valueSets = []valueSet{
 		"gateway.origins={https://a.example,https://b.example}",
 	}, ",")}},
 	{"no-archiver-no-auth", []string{"--set", "archiver.enabled=false,nats.auth.mode=none"}},
+	{"tls-nkey", []string{"--set", strings.Join([]string{
+		"nats.auth.mode=nkey",
+		"nats.tls.enabled=true",
+		"archiver.mongoTLSSecret=mongo-ca",
+		"secrets.keys.apiKeys=api-keys",
+	}, ",")}},
+	{"tls-server-only", []string{"--set", "nats.tls.enabled=true,nats.tls.clientCertificates=false"}},
 }
 
 // helmBin finds helm: $HELM (set by the Makefile), else bin/tools.
