@@ -52,7 +52,7 @@ var valueSets = []valueSet{
 		"secrets.keys.apiKeys=api-keys",
 		"gateway.origins={https://a.example,https://b.example}",
 	}, ",")}},
-	{"no-archiver-no-auth", []string{"--set", "archiver.enabled=false,nats.auth.mode=none"}},
+	{"no-archiver-no-auth", []string{"--set", "archiver.enabled=false,nats.auth.mode=none,networkPolicy.enabled=false"}},
 	{"tls-nkey", []string{"--set", strings.Join([]string{
 		"nats.auth.mode=nkey",
 		"nats.tls.enabled=true",
