@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -42,6 +45,12 @@ func runArchiver(ctx context.Context, args []string, _, stderr io.Writer) error 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := nf.resolve(fs); err != nil {
+		return err
+	}
+	if err := mf.resolve(fs); err != nil {
+		return err
+	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
@@ -65,7 +74,7 @@ func runArchiver(ctx context.Context, args []string, _, stderr io.Writer) error 
 		return err
 	}
 	defer disconnect(client)
-	nc, err := connect(ctx, nf.url, nf.creds, "gamerelay-archiver", log, nil)
+	nc, err := connect(ctx, nf, "gamerelay-archiver", log, nil)
 	if err != nil {
 		return err
 	}
@@ -88,23 +97,72 @@ func runArchiver(ctx context.Context, args []string, _, stderr io.Writer) error 
 }
 
 // mongoFlags are how a role reaches the archive.
-type mongoFlags struct{ uri, db string }
+type mongoFlags struct {
+	uri, uriFile, db string
+	tlsCA            string
+	cas              *x509.CertPool // of tlsCA
+}
 
 func (m *mongoFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.uri, "mongo", "", "MongoDB connection string (required), e.g. mongodb://mongo-0,mongo-1,mongo-2/?replicaSet=rs0")
+	fs.StringVar(&m.uri, "mongo", "", "MongoDB connection string (required, or --mongo-uri-file), e.g. mongodb://mongo-0,mongo-1,mongo-2/?replicaSet=rs0")
+	fs.StringVar(&m.uriFile, "mongo-uri-file", "", "file holding --mongo, for URIs with passwords (keeps them out of argv and the environment)")
 	fs.StringVar(&m.db, "db", "gamerelay", "MongoDB database of the archive")
+	fs.StringVar(&m.tlsCA, "mongo-tls-ca", "", "PEM file of the CA(s) that signed the MongoDB servers' certificates; turns TLS on (other TLS settings go into the URI)")
+}
+
+// resolve takes --mongo from --mongo-uri-file if that is set and reads
+// --mongo-tls-ca.
+func (m *mongoFlags) resolve(fs *flag.FlagSet) error {
+	uri, ok, err := cli.SecretFile(fs, "mongo", "mongo-uri-file")
+	if err != nil {
+		return usageError{err}
+	}
+	if ok {
+		m.uri = uri
+	}
+	if m.tlsCA != "" {
+		if m.cas, err = loadCAs("mongo-tls-ca", m.tlsCA); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clientOptions are the driver's options: the URI's, and TLS verified
+// against --mongo-tls-ca if given (kept with the URI's other TLS
+// settings, a client certificate for one).
+func (m *mongoFlags) clientOptions(app string) *options.ClientOptions {
+	o := options.Client().ApplyURI(m.uri).SetAppName(app)
+	if m.cas != nil {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.TLSConfig != nil {
+			cfg = o.TLSConfig.Clone()
+		}
+		cfg.RootCAs = m.cas
+		o.SetTLSConfig(cfg)
+	}
+	return o
 }
 
 // connect returns a client for the URI; it does not wait for the server.
 func (m *mongoFlags) connect(app string) (*mongo.Client, error) {
 	if m.uri == "" {
-		return nil, usageError{errors.New("--mongo (or GAMERELAY_MONGO) is required")}
+		return nil, usageError{errors.New("--mongo or --mongo-uri-file (or GAMERELAY_MONGO, GAMERELAY_MONGO_URI_FILE) is required")}
 	}
-	client, err := mongo.Connect(options.Client().ApplyURI(m.uri).SetAppName(app))
+	client, err := mongo.Connect(m.clientOptions(app))
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--mongo: %w", err)}
+		return nil, usageError{fmt.Errorf("--mongo %s: %s", redactURL(m.uri), mongoURIError(err))}
 	}
 	return client, nil
+}
+
+// mongoURIError is the text of the driver's error about a URI, redacted:
+// a bad percent-escape would otherwise quote part of the password.
+func mongoURIError(err error) string {
+	if errors.As(err, new(url.EscapeError)) {
+		return "invalid percent-escape in the URI"
+	}
+	return redactURL(err.Error())
 }
 
 func disconnect(c *mongo.Client) {

@@ -128,9 +128,13 @@ func TestArchiverAndExportCommands(t *testing.T) {
 		}
 	}
 
-	// csv into a file.
+	// csv into a file, the URI read from a file.
 	out := filepath.Join(t.TempDir(), "e2e.csv")
-	exportWhenComplete(t, len(frames), "--mongo", ms.URI(), "--db", "gamerelay", "--game", "e2e", "--format", "csv", "--out", out)
+	uriFile := filepath.Join(t.TempDir(), "mongo-uri")
+	if err := os.WriteFile(uriFile, []byte(ms.URI()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exportWhenComplete(t, len(frames), "--mongo-uri-file", uriFile, "--db", "gamerelay", "--game", "e2e", "--format", "csv", "--out", out)
 	f, err := os.Open(out)
 	if err != nil {
 		t.Fatal(err)

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/gamerelay/gamerelay/sequencer"
 )
@@ -54,59 +50,4 @@ func (c *logCfg) config(log *slog.Logger, m *sequencer.Metrics) (sequencer.Confi
 		return cfg, usageError{err}
 	}
 	return cfg, nil
-}
-
-// natsFlags are how a role reaches NATS.
-type natsFlags struct{ url, creds string }
-
-func (n *natsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&n.url, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-	fs.StringVar(&n.creds, "nats-creds", "", "NATS credentials file (optional)")
-}
-
-// connect dials NATS with endless reconnects; reconnected, if set, runs after
-// every reconnection.
-func connect(ctx context.Context, url, creds, name string, log *slog.Logger, reconnected func(), extra ...nats.Option) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
-			if reconnected != nil {
-				reconnected()
-			}
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subj := ""
-			if sub != nil {
-				subj = sub.Subject
-			}
-			log.Warn("nats async error", "subject", subj, "err", err)
-		}),
-	}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
-	opts = append(opts, extra...)
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
-	}
-	// Wait for the first connection so start-up errors are visible.
-	deadline := time.Now().Add(30 * time.Second)
-	for !nc.IsConnected() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			nc.Close()
-			return nil, fmt.Errorf("connect to NATS %s: not reachable", url)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nc, nil
 }

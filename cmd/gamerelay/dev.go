@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -21,28 +22,57 @@ import (
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
+// The listeners of `gamerelay dev`: on this machine only, unless --expose
+// or explicit addresses say otherwise. Its embedded NATS server has no
+// authentication, nor has its MongoDB-wire server.
+const (
+	devListenAddr = "127.0.0.1:8080"
+	devAdminAddr  = "127.0.0.1:9090"
+)
+
+// exposeDefaults widens the addresses of the flags not set (by argument or
+// environment) from their loopback host to every interface.
+func exposeDefaults(fs *flag.FlagSet, addrs map[string]*string) {
+	for name, addr := range addrs {
+		if cli.IsSet(fs, name) {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(*addr); err == nil {
+			*addr = ":" + port
+		}
+	}
+}
+
 func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := cli.NewFlagSet("dev", "Runs gamerelay in one process for development: an embedded NATS JetStream\nserver (reachable by other gamerelay processes at --nats-listen), the\nsequencer service, a gateway with anonymous play and create enabled, and the\narchiver into an embedded MongoDB-wire server (FerretDB) for analysts.", stderr)
 	var (
-		lf   logFlags
-		lc   logCfg
-		gf   gatewayFlags
-		adm  string
-		data string
-		nl   string
-		ml   string
-		arch bool
+		lf     logFlags
+		lc     logCfg
+		gf     gatewayFlags
+		adm    string
+		data   string
+		nl     string
+		ml     string
+		arch   bool
+		expose bool
 	)
 	lf.register(fs, "text")
 	lc.register(fs)
 	gf.register(fs, true)
-	fs.StringVar(&adm, "admin", ":9090", "admin listener address (/metrics, /healthz, /readyz)")
+	fs.StringVar(&adm, "admin", devAdminAddr, "admin listener address (/metrics, /healthz, /readyz)")
+	fs.BoolVar(&expose, "expose", false, "listen on every interface: --listen and --admin default to :8080 and :9090 (the embedded NATS and MongoDB-wire servers stay on --nats-listen and --mongo-listen)")
 	fs.StringVar(&data, "data", ".gamerelay-dev", "directory for the embedded servers' data")
 	fs.StringVar(&nl, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
 	fs.StringVar(&ml, mongoListenFlag, mongoListenDefault, mongoListenUsage)
 	fs.BoolVar(&arch, "archive", true, "run the archiver into the embedded FerretDB (false: no archive, e.g. to benchmark the message path alone)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if err := gf.resolve(fs); err != nil {
+		return err
+	}
+	if expose {
+		exposeDefaults(fs, map[string]*string{"listen": &gf.listen, "admin": &adm})
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {
@@ -86,18 +116,18 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("embedded NATS: %w", err)
 	}
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	log.Info("embedded NATS JetStream listening", "url", ns.ClientURL(), "data", filepath.Join(data, "nats"))
+	log.Info("embedded NATS JetStream listening", "url", redactURL(ns.ClientURL()), "data", filepath.Join(data, "nats"))
 
 	// In-process connections: no sockets between the parts of dev. With no
 	// network in between, writes need no deadline (nats.go sets one per
 	// flush by default, which on an in-process pipe costs a timer each).
-	nc, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev", log, nil, nats.InProcessServer(ns), nats.FlusherTimeout(0))
+	nc, err := connect(ctx, natsDefaults(ns.ClientURL()), "gamerelay-dev", log, nil, nats.InProcessServer(ns), nats.FlusherTimeout(0))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	var feeds *sequencer.Feeds
-	live, err := connect(ctx, ns.ClientURL(), "", "gamerelay-dev-live", log, func() {
+	live, err := connect(ctx, natsDefaults(ns.ClientURL()), "gamerelay-dev-live", log, func() {
 		if feeds != nil {
 			feeds.Recheck()
 		}
@@ -112,7 +142,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		log.Info("archive: MongoDB wire protocol (embedded FerretDB)", "uri", mongoURI, "db", "gamerelay")
+		log.Info("archive: MongoDB wire protocol (embedded FerretDB)", "uri", redactURL(mongoURI), "db", "gamerelay")
 		extra = append(extra, runArchive)
 	}
 	return serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, true, extra, &feeds)

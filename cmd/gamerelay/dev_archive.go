@@ -42,7 +42,7 @@ func devArchive(ctx context.Context, data, mongoListen, natsURL string, cfg sequ
 		srv.Stop()
 		return nil, "", err
 	}
-	nc, err := connect(ctx, natsURL, "", "gamerelay-dev-archiver", log, nil)
+	nc, err := connect(ctx, natsDefaults(natsURL), "gamerelay-dev-archiver", log, nil)
 	if err != nil {
 		disconnect(client)
 		srv.Stop()
@@ -60,7 +60,7 @@ func devArchive(ctx context.Context, data, mongoListen, natsURL string, cfg sequ
 		srv.Stop()
 		return nil, "", err
 	}
-	log.Info("embedded FerretDB (archive) listening", "uri", srv.URI(), "database", "gamerelay", "data", filepath.Join(data, "ferretdb"))
+	log.Info("embedded FerretDB (archive) listening", "uri", redactURL(srv.URI()), "database", "gamerelay", "data", filepath.Join(data, "ferretdb"))
 	return func(ctx context.Context) error {
 		defer srv.Stop()
 		defer disconnect(client)

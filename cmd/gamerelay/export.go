@@ -31,6 +31,9 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := mf.resolve(fs); err != nil {
+		return err
+	}
 	if err := wire.ValidateGame(game); err != nil {
 		return usageError{fmt.Errorf("--game: %w", err)}
 	}

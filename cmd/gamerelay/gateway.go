@@ -45,15 +45,21 @@ type gatewayFlags struct {
 	embedSequencer bool
 	leaseTTL       time.Duration
 	apiKeys        cli.Repeated
+	secretFile     string
+	apiKeysFile    string
+	// limits bound the public listener's HTTP clients; the zero value
+	// means admin's defaults, which the admin listener has too.
+	limits admin.Limits
 }
 
 func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	listen, rate, burst := ":8080", 1000.0, 1000
 	if dev {
-		rate, burst = 0, 0
+		listen, rate, burst = devListenAddr, 0, 0
 	}
 	fs.StringVar(&f.listen, "listen", listen, "address of the public listener (WebSocket at /ws)")
 	fs.StringVar(&f.secret, "token-secret", "", "HS256 secret for player and spectator tokens (at least 16 bytes)")
+	fs.StringVar(&f.secretFile, "token-secret-file", "", "file holding --token-secret (keeps it out of argv and the environment)")
 	fs.Var(&f.origins, "origins", "allowed WebSocket Origin values, comma-separated or repeated (empty: any)")
 	fs.IntVar(&f.maxMsg, "max-message-bytes", 64<<10, "largest client message; larger ones close the connection with 1009")
 	fs.IntVar(&f.queueBytes, "send-queue-bytes", 1<<20, "per-client send queue; a client behind by more is closed with 1013")
@@ -63,6 +69,7 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	fs.DurationVar(&f.ping, "ping-interval", 25*time.Second, "keepalive ping period; silent clients are closed after two")
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "on SIGTERM, time to close clients (1001) and finish in-flight appends")
 	fs.Var(&f.apiKeys, "api-key", "NAME=KEY for the backend HTTP API at /v1 (repeatable; also $GAMERELAY_API_KEYS=NAME=KEY,NAME2=KEY2); no key: no API")
+	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of NAME=KEY lines for the backend HTTP API, instead of --api-key (blank lines and # comments allowed; commas separate entries too)")
 	if !dev {
 		fs.Float64Var(&f.joinRate, "join-rate", 20, "joins per second from one source address (0: no limit)")
 		fs.IntVar(&f.joinBurst, "join-burst", 100, "joins one source address may make at once above --join-rate")
@@ -71,6 +78,48 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 		fs.BoolVar(&f.embedSequencer, "embed-sequencer", false, "also run the sequencer service in this process")
 		fs.DurationVar(&f.leaseTTL, "lease-ttl", 10*time.Second, "with --embed-sequencer: partition lease lifetime")
 	}
+}
+
+// resolve takes --token-secret from --token-secret-file and the API
+// keys from --api-keys-file, if they are set.
+func (f *gatewayFlags) resolve(fs *flag.FlagSet) error {
+	secret, ok, err := cli.SecretFile(fs, "token-secret", "token-secret-file")
+	if err != nil {
+		return usageError{err}
+	}
+	if ok {
+		f.secret = secret
+	}
+	keys, ok, err := cli.SecretFile(fs, "api-key", "api-keys-file")
+	if err != nil {
+		return usageError{err}
+	}
+	if !ok {
+		return nil
+	}
+	if os.Getenv("GAMERELAY_API_KEYS") != "" {
+		return usageError{errors.New("--api-keys-file and $GAMERELAY_API_KEYS both set: use one")}
+	}
+	for _, line := range strings.Split(keys, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		// Commas separate entries too, as in $GAMERELAY_API_KEYS: a key
+		// file written for it must not turn into one long key.
+		for _, kv := range strings.Split(line, ",") {
+			kv = strings.TrimSpace(kv)
+			if name, key, ok := strings.Cut(kv, "="); !ok || name == "" || key == "" {
+				// Never echo the entry: it may be a key.
+				return usageError{fmt.Errorf("--api-keys-file %s: entry %d (not counting blank lines and comments): want NAME=KEY", f.apiKeysFile, len(f.apiKeys)+1)}
+			}
+			f.apiKeys = append(f.apiKeys, kv)
+		}
+	}
+	if len(f.apiKeys) == 0 {
+		return usageError{fmt.Errorf("--api-keys-file %s: no NAME=KEY line", f.apiKeysFile)}
+	}
+	return nil
 }
 
 // keys returns the API keys by owner, from --api-key or $GAMERELAY_API_KEYS.
@@ -120,7 +169,7 @@ func (f *gatewayFlags) config(log *slog.Logger, m *gateway.Metrics) (gateway.Con
 		return cfg, usageError{err}
 	}
 	if len(cfg.TokenSecret) == 0 && !cfg.AllowAnonymous {
-		return cfg, usageError{errors.New("no one could join: set --token-secret (or GAMERELAY_TOKEN_SECRET), or --allow-anonymous")}
+		return cfg, usageError{errors.New("no one could join: set --token-secret or --token-secret-file (or GAMERELAY_TOKEN_SECRET, GAMERELAY_TOKEN_SECRET_FILE), or --allow-anonymous")}
 	}
 	return cfg, nil
 }
@@ -142,6 +191,12 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := nf.resolve(fs); err != nil {
+		return err
+	}
+	if err := gf.resolve(fs); err != nil {
+		return err
+	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
@@ -159,13 +214,13 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if _, err := gf.keys(); err != nil {
 		return err
 	}
-	nc, err := connect(ctx, nf.url, nf.creds, "gamerelay-gateway", log, nil)
+	nc, err := connect(ctx, nf, "gamerelay-gateway", log, nil)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	var feeds *sequencer.Feeds
-	live, err := connect(ctx, nf.url, nf.creds, "gamerelay-gateway-live", log, func() {
+	live, err := connect(ctx, nf, "gamerelay-gateway-live", log, func() {
 		if feeds != nil {
 			feeds.Recheck()
 		}
@@ -237,7 +292,7 @@ func serveGateway(ctx context.Context, nc, live *nats.Conn, seqCfg sequencer.Con
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := gf.limits.Server(mux)
 
 	// Background parts (sequencer, archiver, ...) outlive the drain, so
 	// in-flight appends can finish.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/gamerelay/gamerelay/backend"
 	"github.com/gamerelay/gamerelay/internal/bench"
+	"github.com/gamerelay/gamerelay/internal/cli"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -148,10 +150,20 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	}()
 	waitReady(t, "http://"+devAdmin+"/readyz")
 
+	// Secrets come from files (mounted Secrets in Kubernetes).
+	secrets := t.TempDir()
+	secretFile := func(name, content string) string {
+		p := filepath.Join(secrets, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	seqCtx, seqCancel := context.WithCancel(ctx)
 	seqDone := make(chan error, 1)
+	natsURLFile := secretFile("nats-url", "nats://"+natsAddr+"\n")
 	go func() {
-		seqDone <- runSequencer(seqCtx, []string{"--nats", "nats://" + natsAddr, "--admin", seqAdmin, "--lease-ttl", "1s", "--log-level", "warn"}, io.Discard, io.Discard)
+		seqDone <- runSequencer(seqCtx, []string{"--nats-url-file", natsURLFile, "--admin", seqAdmin, "--lease-ttl", "1s", "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
 	waitReady(t, "http://"+seqAdmin+"/readyz")
 
@@ -194,17 +206,18 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	// A second gateway joins dev's NATS; a token from `gamerelay token`
 	// admits a player there, who sees what was appended above.
 	const secret = tokenSecret
+	secretPath := secretFile("token-secret", "\n  "+secret+"\n")
 	var tok bytes.Buffer
-	if code := run([]string{"token", "--game", "cli-game", "--sub", "ana", "--token-secret", secret}, &tok, io.Discard); code != 0 {
+	if code := run([]string{"token", "--game", "cli-game", "--sub", "ana", "--token-secret-file", secretPath}, &tok, io.Discard); code != 0 {
 		t.Fatalf("token exit %d", code)
 	}
-	t.Setenv("GAMERELAY_TOKEN_SECRET", secret) // the environment twin of --token-secret
-	t.Setenv("GAMERELAY_API_KEYS", "studio=studio-key-0123456789")
+	t.Setenv("GAMERELAY_TOKEN_SECRET_FILE", secretPath) // the environment twin of --token-secret-file
+	keysFile := secretFile("api-keys", "# backend services\n\nstudio=studio-key-0123456789\n  other=other-key-0123456789, third=third-key-0123456789  \n")
 	gwListen, gwAdmin := freeAddr(t), freeAddr(t)
 	gwCtx, gwCancel := context.WithCancel(ctx)
 	gwDone := make(chan error, 1)
 	go func() {
-		gwDone <- runGateway(gwCtx, []string{"--nats", "nats://" + natsAddr, "--listen", gwListen, "--admin", gwAdmin, "--log-level", "warn"}, io.Discard, io.Discard)
+		gwDone <- runGateway(gwCtx, []string{"--nats", "nats://" + natsAddr, "--listen", gwListen, "--admin", gwAdmin, "--api-keys-file", keysFile, "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
 	select {
 	case err := <-gwDone:
@@ -228,6 +241,11 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	}
 	if apiID <= 4 {
 		t.Fatalf("API message got msg_id %d, want after the move", apiID)
+	}
+	for i, key := range []string{"other-key-0123456789", "third-key-0123456789"} {
+		if id, err := backend.New("http://"+gwListen, key).Publish(ctx, "cli-game", map[string]any{"type": "timer"}, fmt.Sprintf("k-%d", i)); err != nil || id != apiID+1+uint64(i) {
+			t.Fatalf("key %d from the file: msg_id %d, %v", i+2, id, err)
+		}
 	}
 	gwCancel()
 	if err := <-gwDone; err != nil {
@@ -372,5 +390,45 @@ func TestSuiteTableJoins(t *testing.T) {
 	}
 	if strings.Contains(got, "| j1 | gamerelay | 1 |") {
 		t.Errorf("a join run in the traffic table:\n%s", got)
+	}
+}
+
+// `gamerelay dev` listens on this machine only unless told otherwise:
+// --expose widens the public and admin defaults, explicit addresses win,
+// the embedded NATS and MongoDB-wire servers stay on loopback.
+func TestDevListenersLocalByDefault(t *testing.T) {
+	var help bytes.Buffer
+	if code := run([]string{"dev", "--help"}, &help, &help); code != 0 {
+		t.Fatalf("dev --help: exit %d", code)
+	}
+	for _, flag := range []string{"listen", "admin", "nats-listen", "mongo-listen"} {
+		if !regexp.MustCompile(`--` + flag + `  \[\$\S+\]\n.*\(default "127\.0\.0\.1:\d+"\)`).MatchString(help.String()) {
+			t.Errorf("--%s does not default to a loopback address:\n%s", flag, help.String())
+		}
+	}
+	for name, tc := range map[string]struct {
+		args          []string
+		env           map[string]string
+		listen, admin string
+	}{
+		"defaults":        {nil, nil, ":8080", ":9090"},
+		"explicit listen": {[]string{"--listen", "127.0.0.1:8081"}, nil, "127.0.0.1:8081", ":9090"},
+		"admin by env":    {nil, map[string]string{"GAMERELAY_ADMIN": "10.0.0.1:9999"}, ":8080", "10.0.0.1:9999"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			fs := cli.NewFlagSet("dev", "", io.Discard)
+			listen := fs.String("listen", devListenAddr, "")
+			admin := fs.String("admin", devAdminAddr, "")
+			if err := cli.Parse(fs, tc.args); err != nil {
+				t.Fatal(err)
+			}
+			exposeDefaults(fs, map[string]*string{"listen": listen, "admin": admin})
+			if *listen != tc.listen || *admin != tc.admin {
+				t.Fatalf("--expose: listen %q admin %q, want %q %q", *listen, *admin, tc.listen, tc.admin)
+			}
+		})
 	}
 }

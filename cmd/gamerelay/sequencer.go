@@ -34,6 +34,9 @@ func runSequencer(ctx context.Context, args []string, _, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := nf.resolve(fs); err != nil {
+		return err
+	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
@@ -47,7 +50,7 @@ func runSequencer(ctx context.Context, args []string, _, stderr io.Writer) error
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	nc, err := connect(ctx, nf.url, nf.creds, "gamerelay-sequencer", log, nil)
+	nc, err := connect(ctx, nf, "gamerelay-sequencer", log, nil)
 	if err != nil {
 		return err
 	}

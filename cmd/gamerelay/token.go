@@ -1,8 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
+		"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,7 +15,7 @@ import (
 )
 
 func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("token", "Mints a player or spectator token (a JWT signed with HS256, EdDSA, ES256 or\nRS256) for one game and prints it. Sign with one of --token-secret,\n--secret-file or --key-file; one given on the command line wins over the\nenvironment.", stderr)
+	fs := cli.NewFlagSet("token", "Mints a player or spectator token (a JWT signed with HS256, EdDSA, ES256 or\nRS256) for one game and prints it. Sign with exactly one of\n--token-secret, --token-secret-file or --key-file (flag or environment).", stderr)
 	var (
 		game, role, sub, kid, iss   string
 		secret, secretFile, keyFile string
@@ -29,7 +28,7 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime from now; keep it within the verifier's maximum lifetime (24h by default)")
 	fs.DurationVar(&nbf, "nbf", 0, "the token becomes valid this long from now (0: at once)")
 	fs.StringVar(&secret, "token-secret", "", "HS256 secret, the gateway's --token-secret (at least 32 bytes)")
-	fs.StringVar(&secretFile, "secret-file", "", "file holding the HS256 secret (one trailing line break is ignored)")
+	fs.StringVar(&secretFile, "token-secret-file", "", "file holding the HS256 secret (one trailing line break is ignored)")
 	fs.StringVar(&keyFile, "key-file", "", "PEM private key (PKCS #8, SEC 1 or PKCS #1): Ed25519 signs EdDSA, P-256 ES256, RSA RS256")
 	fs.StringVar(&kid, "kid", "", "key id written into the token's header, by which verifiers pick their key")
 	fs.Var(&aud, "aud", "audience (repeatable or comma-separated; optional)")
@@ -66,35 +65,25 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-// tokenSigner builds the Signer of the one key source given: on the
-// command line if any is there, else in the environment.
+// tokenSigner builds the Signer of the one key source given (by flag or
+// environment).
 func tokenSigner(fs *flag.FlagSet, secret, secretFile, keyFile, kid string) (*token.Signer, error) {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	sources := map[string]string{"token-secret": secret, "secret-file": secretFile, "key-file": keyFile}
-	if given["token-secret"] || given["secret-file"] || given["key-file"] {
-		for name := range sources {
-			if !given[name] {
-				sources[name] = ""
-			}
-		}
-	}
 	var set []string
-	for _, name := range []string{"token-secret", "secret-file", "key-file"} {
-		if sources[name] != "" {
+	for _, name := range []string{"token-secret", "token-secret-file", "key-file"} {
+		if f := fs.Lookup(name); f != nil && f.Value.String() != "" {
 			set = append(set, "--"+name)
 		}
 	}
 	switch len(set) {
 	case 0:
-		return nil, usageError{errors.New("no key: set --token-secret, --secret-file or --key-file (or their environment variables)")}
+		return nil, usageError{errors.New("no key: set --token-secret, --token-secret-file or --key-file (or their environment variables)")}
 	case 1:
 	default:
 		return nil, usageError{fmt.Errorf("%s and %s: choose one key", set[0], set[1])}
 	}
 	switch {
-	case sources["key-file"] != "":
-		pemData, err := os.ReadFile(sources["key-file"])
+	case keyFile != "":
+		pemData, err := os.ReadFile(keyFile)
 		if err != nil {
 			return nil, usageError{fmt.Errorf("--key-file: %w", err)}
 		}
@@ -107,19 +96,14 @@ func tokenSigner(fs *flag.FlagSet, secret, secretFile, keyFile, kid string) (*to
 			return nil, usageError{fmt.Errorf("--key-file: %w", err)}
 		}
 		return s, nil
-	case sources["secret-file"] != "":
-		b, err := os.ReadFile(sources["secret-file"])
+	case secretFile != "":
+		sec, err := cli.ReadSecret("token-secret-file", secretFile)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("--secret-file: %w", err)}
+			return nil, usageError{err}
 		}
-		if !bytes.HasSuffix(b, []byte("\r\n")) {
-			b = bytes.TrimSuffix(b, []byte("\n"))
-		} else {
-			b = b[:len(b)-2]
-		}
-		return hmacSigner("--secret-file", b, kid)
+		return hmacSigner("--token-secret-file", []byte(sec), kid)
 	}
-	return hmacSigner("--token-secret (or GAMERELAY_TOKEN_SECRET)", []byte(sources["token-secret"]), kid)
+	return hmacSigner("--token-secret (or GAMERELAY_TOKEN_SECRET)", []byte(secret), kid)
 }
 
 // hmacSigner is an HS256 Signer; errors never show the secret.

@@ -22,16 +22,36 @@ import (
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
+// tlsValues are the NATS chart's values of one TLS block.
+type tlsValues struct {
+	Enabled    bool           `json:"enabled"`
+	SecretName string         `json:"secretName"`
+	Merge      map[string]any `json:"merge"`
+}
+
 // natsValuesServer runs a NATS server with the accounts and users of
-// nats-values.yaml (each password "pw-" + user) and returns its URL.
-func natsValuesServer(t *testing.T) string {
+// nats-values.yaml (each password "pw-" + user) and its client TLS
+// settings, with certificates of a CA made for the test, and returns its
+// URL and the client side of that PKI.
+func natsValuesServer(t *testing.T) (string, *testPKI) {
 	t.Helper()
 	raw, err := os.ReadFile("nats-values.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var values struct {
+		TLSCA struct {
+			Enabled    bool   `json:"enabled"`
+			SecretName string `json:"secretName"`
+			Key        string `json:"key"`
+		} `json:"tlsCA"`
 		Config struct {
+			Nats struct {
+				TLS tlsValues `json:"tls"`
+			} `json:"nats"`
+			Cluster struct {
+				TLS tlsValues `json:"tls"`
+			} `json:"cluster"`
 			Merge struct {
 				Accounts map[string]struct {
 					JetStream string           `json:"jetstream"`
@@ -43,6 +63,24 @@ func natsValuesServer(t *testing.T) string {
 	if err := yaml.Unmarshal(raw, &values); err != nil {
 		t.Fatal(err)
 	}
+	// TLS on client connections (clients verified) and on routes, with
+	// the CA mounted by the chart's tlsCA.
+	ca, client, cluster := values.TLSCA, values.Config.Nats.TLS, values.Config.Cluster.TLS
+	caFile := "/etc/nats-ca-cert/" + ca.Key
+	switch {
+	case !ca.Enabled || ca.SecretName == "" || ca.Key == "":
+		t.Fatalf("nats-values.yaml: tlsCA %+v: want the CA of the certificates", ca)
+	case !client.Enabled || client.SecretName == "" || client.Merge["verify"] != true || client.Merge["ca_file"] != caFile:
+		t.Fatalf("nats-values.yaml: config.nats.tls %+v: want TLS verifying clients against %s", client, caFile)
+	case !cluster.Enabled || cluster.SecretName == "" || cluster.Merge["ca_file"] != caFile:
+		t.Fatalf("nats-values.yaml: config.cluster.tls %+v: want TLS on routes against %s", cluster, caFile)
+	}
+	pki := newTestPKI(t)
+	serverTLS := map[string]any{}
+	for k, v := range client.Merge {
+		serverTLS[k] = v
+	}
+	serverTLS["cert_file"], serverTLS["key_file"], serverTLS["ca_file"] = pki.serverCert, pki.serverKey, pki.caFile
 	accounts := values.Config.Merge.Accounts
 	if len(accounts) == 0 {
 		t.Fatal("nats-values.yaml: no accounts under config.merge.accounts")
@@ -63,6 +101,7 @@ func natsValuesServer(t *testing.T) string {
 		"listen":    "127.0.0.1:-1",
 		"jetstream": map[string]any{"store_dir": t.TempDir()},
 		"accounts":  accounts,
+		"tls":       serverTLS,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +123,7 @@ func natsValuesServer(t *testing.T) string {
 		t.Fatal("NATS server not ready")
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s.ClientURL()
+	return s.ClientURL(), pki
 }
 
 // violations collects a connection's permission errors.
@@ -110,9 +149,10 @@ func (v *violations) list() []string {
 	return append([]string(nil), v.errs...)
 }
 
-func connectAs(t *testing.T, url, user string, v *violations, opts ...nats.Option) *nats.Conn {
+// connectAs connects as user with a client certificate of pki.
+func connectAs(t *testing.T, url string, pki *testPKI, user string, v *violations, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	opts = append([]nats.Option{nats.UserInfo(user, "pw-"+user), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	opts = append([]nats.Option{nats.UserInfo(user, "pw-"+user), pki.clientOption(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		v.mu.Lock()
 		v.errs = append(v.errs, err.Error())
 		v.mu.Unlock()
@@ -143,16 +183,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // gateway user can write neither into the logs nor onto the live subjects.
 // Head checks are off, so only the live paths can deliver.
 func TestNATSValuesPermissions(t *testing.T) {
-	url := natsValuesServer(t)
+	url, pki := natsValuesServer(t)
 	ctx := context.Background()
+
+	// Without a client certificate, even the right password is refused.
+	if nc, err := nats.Connect(url, nats.UserInfo("gamerelay-gateway", "pw-gamerelay-gateway"), nats.RootCAs(pki.caFile)); err == nil {
+		nc.Close()
+		t.Fatal("a client without a certificate was admitted")
+	}
 	cfg := sequencer.Config{Partitions: 2}
 	liveOnly := sequencer.FeedConfig{CheckAfter: time.Hour, SweepInterval: time.Hour}
 	var seqErrs, gwErrs violations
 
 	// The gateway with an embedded sequencer, as `gamerelay gateway
 	// --embed-sequencer` connects.
-	embNC := connectAs(t, url, "gamerelay-sequencer", &seqErrs)
-	embLive := connectAs(t, url, "gamerelay-sequencer", &seqErrs, nats.NoEcho())
+	embNC := connectAs(t, url, pki, "gamerelay-sequencer", &seqErrs)
+	embLive := connectAs(t, url, pki, "gamerelay-sequencer", &seqErrs, nats.NoEcho())
 	embFeeds, err := sequencer.NewFeeds(embLive, cfg, liveOnly)
 	if err != nil {
 		t.Fatal(err)
@@ -171,8 +217,8 @@ func TestNATSValuesPermissions(t *testing.T) {
 	emb := sequencer.NewLocalFirst(svc, sequencer.NewClient(embNC, cfg))
 
 	// A plain gateway.
-	gwNC := connectAs(t, url, "gamerelay-gateway", &gwErrs)
-	gwLive := connectAs(t, url, "gamerelay-gateway", &gwErrs, nats.NoEcho())
+	gwNC := connectAs(t, url, pki, "gamerelay-gateway", &gwErrs)
+	gwLive := connectAs(t, url, pki, "gamerelay-gateway", &gwErrs, nats.NoEcho())
 	gwFeeds, err := sequencer.NewFeeds(gwLive, cfg, liveOnly)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@
 package embednats
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"testing"
@@ -19,10 +20,20 @@ type Options struct {
 	Port     int    // 0 means pick a free port
 	StoreDir string // JetStream directory; required
 	Name     string
+	// TLS, if set, is the server's TLS configuration: clients must use
+	// TLS, and with ClientAuth tls.RequireAndVerifyClientCert present a
+	// certificate signed by one of its ClientCAs.
+	TLS *tls.Config
+	// Nkeys, if set, are the public nkeys (U...) of users allowed to
+	// connect; Users, if set, user names and their passwords. Either
+	// admits only those users, who share the global account and its
+	// JetStream.
+	Nkeys []string
+	Users map[string]string
 }
 
-// Run starts one JetStream server and waits until it is ready.
-func Run(o Options) (*server.Server, error) {
+// serverOptions are the server's options for o.
+func (o Options) serverOptions() *server.Options {
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
 	}
@@ -40,6 +51,23 @@ func Run(o Options) (*server.Server, error) {
 		NoSigs:     true,
 		MaxPayload: 1 << 20,
 	}
+	if o.TLS != nil {
+		opts.TLS = true
+		opts.TLSConfig = o.TLS
+		opts.TLSVerify = o.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+	}
+	for _, k := range o.Nkeys {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
+	}
+	for u, pw := range o.Users {
+		opts.Users = append(opts.Users, &server.User{Username: u, Password: pw})
+	}
+	return opts
+}
+
+// Run starts one JetStream server and waits until it is ready.
+func Run(o Options) (*server.Server, error) {
+	opts := o.serverOptions()
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, err
@@ -50,6 +78,17 @@ func Run(o Options) (*server.Server, error) {
 		return nil, fmt.Errorf("embednats: server not ready")
 	}
 	return s, nil
+}
+
+// Reload applies o to s, a server Run started with the same Host, Port
+// (its actual one), StoreDir and Name: as a configuration reload does, it
+// changes users, keys and TLS and closes the connections they no longer
+// admit.
+func Reload(s *server.Server, o Options) error {
+	if o.Port == 0 {
+		o.Port = s.Addr().(*net.TCPAddr).Port
+	}
+	return s.ReloadOptions(o.serverOptions())
 }
 
 // Server starts a single-node JetStream server for t.

@@ -79,8 +79,13 @@ func checkLabels(t *testing.T, what string, l map[string]string) {
 	}
 }
 
-// secretish are env vars (by name) whose value must come from a Secret.
-var secretish = regexp.MustCompile(`(?i)(SECRET|PASSWORD|API_KEYS|MONGO$|CREDS_DATA|TOKEN$)`)
+// secretish are env vars (by name) that would hold a secret: the chart
+// may set only their -file twins, pointing into a mounted Secret.
+var secretish = regexp.MustCompile(`(?i)(SECRET|PASSWORD|API_KEYS?|MONGO$|CREDS_DATA|TOKEN$|NATS_URL|MONGO_URI)`)
+
+// fileEnv are the env vars naming files gamerelay reads: every one must
+// be a file of a read-only Secret mount.
+var fileEnv = regexp.MustCompile(`^GAMERELAY_([A-Z_]+_FILE|NATS_CREDS|NATS_NKEY|NATS_TLS_(CA|CERT|KEY)|MONGO_TLS_CA)$`)
 
 // Policies every installation must satisfy, over every value set.
 func TestPolicies(t *testing.T) {
@@ -143,6 +148,7 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	}
 	for _, c := range pod.Containers {
 		checkContainer(t, name+" container "+c.Name, pod.SecurityContext, c)
+		checkSecretFiles(t, name+" container "+c.Name, pod, c)
 	}
 	grace := int64(30)
 	if pod.TerminationGracePeriodSeconds != nil {
@@ -230,15 +236,14 @@ func checkContainer(t *testing.T, name string, psc *corev1.PodSecurityContext, c
 		if defined[e.Name] {
 			t.Errorf("%s: env %s set twice (the last one wins silently)", name, e.Name)
 		}
-		if secretish.MatchString(e.Name) && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil) {
-			t.Errorf("%s: env %s must come from a Secret (secretKeyRef), not a value", name, e.Name)
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			t.Errorf("%s: env %s comes from a Secret: secrets are mounted as files, never put into the environment", name, e.Name)
+		}
+		if secretish.MatchString(e.Name) && !strings.HasSuffix(e.Name, "_FILE") {
+			t.Errorf("%s: env %s would hold a secret: set its -file twin to a mounted file instead", name, e.Name)
 		}
 		if strings.Contains(e.Value, "://") && strings.Contains(e.Value, "@") {
-			for _, u := range strings.Split(e.Value, ",") {
-				if at := strings.LastIndex(u, "@"); at >= 0 && !strings.HasSuffix(u[:at], ":$(NATS_PASSWORD)") {
-					t.Errorf("%s: env %s has credentials inline in %q", name, e.Name, u)
-				}
-			}
+			t.Errorf("%s: env %s has credentials inline in %q", name, e.Name, e.Value)
 		}
 		for _, m := range regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`).FindAllStringSubmatch(e.Value, -1) {
 			if !defined[m[1]] {
@@ -249,6 +254,68 @@ func checkContainer(t *testing.T, name string, psc *corev1.PodSecurityContext, c
 			t.Errorf("%s: env %s=%q is in float notation; flags want an integer", name, e.Name, e.Value)
 		}
 		defined[e.Name] = true
+	}
+}
+
+// checkSecretFiles: every file env var names a file of a read-only mount
+// of Secrets, and every such file is named by one (nothing is mounted
+// that no flag reads).
+func checkSecretFiles(t *testing.T, name string, pod corev1.PodSpec, c corev1.Container) {
+	t.Helper()
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = v
+	}
+	files := map[string]bool{} // path → named by an env var
+	for _, m := range c.VolumeMounts {
+		v, ok := volumes[m.Name]
+		if !ok {
+			t.Errorf("%s: mount %s has no volume", name, m.Name)
+			continue
+		}
+		var items []corev1.KeyToPath
+		switch {
+		case v.Secret != nil:
+			items = v.Secret.Items
+		case v.Projected != nil:
+			for _, src := range v.Projected.Sources {
+				if src.Secret == nil {
+					t.Errorf("%s: volume %s projects something else than Secrets", name, v.Name)
+					continue
+				}
+				items = append(items, src.Secret.Items...)
+			}
+		default:
+			continue
+		}
+		if !m.ReadOnly {
+			t.Errorf("%s: Secret volume %s mounted writable", name, v.Name)
+		}
+		if len(items) == 0 {
+			t.Errorf("%s: Secret volume %s mounts whole Secrets: name the keys it needs", name, v.Name)
+		}
+		for _, it := range items {
+			p := m.MountPath + "/" + it.Path
+			if files[p] {
+				t.Errorf("%s: %s mounted twice", name, p)
+			}
+			files[p] = false
+		}
+	}
+	for _, e := range c.Env {
+		if !fileEnv.MatchString(e.Name) {
+			continue
+		}
+		if _, ok := files[e.Value]; !ok {
+			t.Errorf("%s: env %s=%q names no file of a Secret mount", name, e.Name, e.Value)
+			continue
+		}
+		files[e.Value] = true
+	}
+	for p, used := range files {
+		if !used {
+			t.Errorf("%s: %s is mounted but no flag reads it", name, p)
+		}
 	}
 }
 
@@ -495,6 +562,7 @@ func TestRenderRefusesBadSettings(t *testing.T) {
 		{"inline secret value", "secrets.tokenSecret=hunter2", "additional properties 'tokenSecret' not allowed"},
 		{"zero partitions", "log.partitions=0", "minimum"},
 		{"bad nats url", "nats.url=nats:4222", "nats"},
+		{"credentials in the nats url", "nats.url=nats://u:p@nats:4222", "/nats/url"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -12,9 +12,7 @@ import (
 
 // promisedEnv are environment variables the chart may set before the
 // binary reads them (announced flags of roles still being built).
-var promisedEnv = map[string]bool{
-	"GAMERELAY_API_KEYS": true, // gateway: NAME=KEY,NAME2=KEY2 for the HTTP API
-}
+var promisedEnv = map[string]bool{}
 
 // Every GAMERELAY_* variable the chart sets is a flag of the subcommand the
 // container runs (`gamerelay <role> --help` lists them), so a renamed flag

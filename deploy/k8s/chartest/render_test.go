@@ -52,7 +52,14 @@ var valueSets = []valueSet{
 		"secrets.keys.apiKeys=api-keys",
 		"gateway.origins={https://a.example,https://b.example}",
 	}, ",")}},
-	{"no-archiver-no-auth", []string{"--set", "archiver.enabled=false,nats.auth.mode=none"}},
+	{"no-archiver-no-auth", []string{"--set", "archiver.enabled=false,nats.auth.mode=none,networkPolicy.enabled=false"}},
+	{"tls-nkey", []string{"--set", strings.Join([]string{
+		"nats.auth.mode=nkey",
+		"nats.tls.enabled=true",
+		"archiver.mongoTLSSecret=mongo-ca",
+		"secrets.keys.apiKeys=api-keys",
+	}, ",")}},
+	{"tls-server-only", []string{"--set", "nats.tls.enabled=true,nats.tls.clientCertificates=false"}},
 }
 
 // helmBin finds helm: $HELM (set by the Makefile), else bin/tools.

@@ -113,11 +113,19 @@ and the drain, with time to spare for the process to exit.
 {{- end }}
 
 {{/*
+Where a role's secrets are mounted: one read-only projected volume of
+Secret keys (secretsDir), read through the flags' -file twins and file
+flags. No secret is ever in the environment or in args.
+*/}}
+{{- define "gamerelay.secretsDir" -}}/etc/gamerelay{{- end }}
+
+{{/*
 Environment shared by every role: the log layout, logging and NATS.
 Call with (dict "ctx" $ "role" "gateway").
 */}}
 {{- define "gamerelay.commonEnv" -}}
 {{- $v := .ctx.Values }}
+{{- $dir := include "gamerelay.secretsDir" .ctx }}
 - name: GAMERELAY_NAMESPACE
   value: {{ $v.log.namespace | quote }}
 - name: GAMERELAY_PARTITIONS
@@ -126,31 +134,29 @@ Call with (dict "ctx" $ "role" "gateway").
   value: {{ $v.logging.format | quote }}
 - name: GAMERELAY_LOG_LEVEL
   value: {{ $v.logging.level | quote }}
-{{- if eq $v.nats.auth.mode "password" }}
-- name: NATS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "gamerelay.natsSecret" .ctx }}
-      key: {{ printf "nats-%s-password" .role }}
-{{- $user := index $v.nats.auth.users .role }}
-{{- $urls := list }}
-{{- range splitList "," $v.nats.url }}
-{{- $u := trim . }}
-{{- $parts := splitList "://" $u }}
-{{- if ne (len $parts) 2 }}
-{{- fail (printf "nats.url: %q is not scheme://host:port" $u) }}
-{{- end }}
-{{- $urls = append $urls (printf "%s://%s:$(NATS_PASSWORD)@%s" (index $parts 0) $user (index $parts 1)) }}
-{{- end }}
-- name: GAMERELAY_NATS
-  value: {{ join "," $urls | quote }}
-{{- else }}
 - name: GAMERELAY_NATS
   value: {{ $v.nats.url | quote }}
-{{- end }}
-{{- if eq $v.nats.auth.mode "creds" }}
+{{- if eq $v.nats.auth.mode "password" }}
+- name: GAMERELAY_NATS_USER
+  value: {{ index $v.nats.auth.users .role | quote }}
+- name: GAMERELAY_NATS_PASSWORD_FILE
+  value: {{ printf "%s/nats/password" $dir }}
+{{- else if eq $v.nats.auth.mode "creds" }}
 - name: GAMERELAY_NATS_CREDS
-  value: /etc/gamerelay/nats/nats.creds
+  value: {{ printf "%s/nats/nats.creds" $dir }}
+{{- else if eq $v.nats.auth.mode "nkey" }}
+- name: GAMERELAY_NATS_NKEY
+  value: {{ printf "%s/nats/user.nk" $dir }}
+{{- end }}
+{{- if $v.nats.tls.enabled }}
+- name: GAMERELAY_NATS_TLS_CA
+  value: {{ printf "%s/nats-tls/ca.crt" $dir }}
+{{- if $v.nats.tls.clientCertificates }}
+- name: GAMERELAY_NATS_TLS_CERT
+  value: {{ printf "%s/nats-tls/tls.crt" $dir }}
+- name: GAMERELAY_NATS_TLS_KEY
+  value: {{ printf "%s/nats-tls/tls.key" $dir }}
+{{- end }}
 {{- end }}
 {{- if $v.goMemLimitFromResources }}
 - name: GOMEMLIMIT
@@ -173,24 +179,81 @@ Call with (dict "ctx" $ "role" "gateway").
   value: {{ $s.leaseTTL | quote }}
 {{- end }}
 
-{{/* Volumes for NATS credentials files. Call with (dict "ctx" $ "role" "gateway"). */}}
-{{- define "gamerelay.natsVolumeMounts" -}}
-{{- if eq .ctx.Values.nats.auth.mode "creds" }}
-- name: nats-creds
-  mountPath: /etc/gamerelay/nats
+{{/*
+The Secret keys a role reads, as projected volume sources: what its
+flags' files hold. Call with (dict "ctx" $ "role" "gateway").
+*/}}
+{{- define "gamerelay.secretSources" -}}
+{{- $v := .ctx.Values }}
+{{- $natsSecret := include "gamerelay.natsSecret" .ctx }}
+{{- if eq .role "gateway" }}
+- secret:
+    name: {{ $v.secrets.existingSecret }}
+    items:
+      - key: {{ $v.secrets.keys.tokenSecret }}
+        path: secrets/token-secret
+      {{- with $v.secrets.keys.apiKeys }}
+      - key: {{ . }}
+        path: secrets/api-keys
+      {{- end }}
+{{- end }}
+{{- if eq .role "archiver" }}
+- secret:
+    name: {{ $v.secrets.existingSecret }}
+    items:
+      - key: {{ $v.secrets.keys.mongoURI }}
+        path: secrets/mongo-uri
+{{- with $v.archiver.mongoTLSSecret }}
+- secret:
+    name: {{ . }}
+    items:
+      - key: ca.crt
+        path: mongo-tls/ca.crt
+{{- end }}
+{{- end }}
+{{- $natsFile := dict "password" (list (printf "nats-%s-password" .role) "nats/password") "creds" (list (printf "nats-%s.creds" .role) "nats/nats.creds") "nkey" (list (printf "nats-%s.nk" .role) "nats/user.nk") }}
+{{- with (get $natsFile $v.nats.auth.mode) }}
+- secret:
+    name: {{ $natsSecret }}
+    items:
+      - key: {{ index . 0 }}
+        path: {{ index . 1 }}
+{{- end }}
+{{- if $v.nats.tls.enabled }}
+- secret:
+    name: {{ index $v.nats.tls.secrets .role }}
+    items:
+      - key: ca.crt
+        path: nats-tls/ca.crt
+      {{- if $v.nats.tls.clientCertificates }}
+      - key: tls.crt
+        path: nats-tls/tls.crt
+      - key: tls.key
+        path: nats-tls/tls.key
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The secrets volume and its mount, if the role reads any. Call with (dict "ctx" $ "role" "gateway"). */}}
+{{- define "gamerelay.secretsVolumeMounts" -}}
+{{- if (include "gamerelay.secretSources" .) }}
+- name: secrets
+  mountPath: {{ include "gamerelay.secretsDir" .ctx }}
   readOnly: true
 {{- end }}
 {{- end }}
 
-{{- define "gamerelay.natsVolumes" -}}
-{{- if eq .ctx.Values.nats.auth.mode "creds" }}
-- name: nats-creds
-  secret:
-    secretName: {{ include "gamerelay.natsSecret" .ctx }}
+{{- define "gamerelay.secretsVolumes" -}}
+{{- with (include "gamerelay.secretSources" .) }}
+- name: secrets
+  projected:
+    # Readable by the pod's group (fsGroup), writable by no one. Kubelet
+    # updates the files when the Secrets change; gamerelay reads the NATS
+    # password and client certificate again at every connection, the
+    # rest at start.
     defaultMode: 0440
-    items:
-      - key: {{ printf "nats-%s.creds" .role }}
-        path: nats.creds
+    sources:
+      {{- . | trim | nindent 6 }}
 {{- end }}
 {{- end }}
 
