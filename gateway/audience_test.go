@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -16,7 +17,7 @@ func TestSpectatorsNeverWriteToTheLog(t *testing.T) {
 	s := newSystem(t, 1, Config{AudienceInterval: 20 * time.Millisecond})
 	const game = "watched"
 	player := dial(t, s.gws[0].url)
-	player.send(joinMsg(game, mint(t, testSecret, game, RolePlayer, time.Hour), 0))
+	player.send(joinMsg(game, mint(t, testSecret, game, token.RolePlayer, time.Hour), 0))
 	player.expect("joined")
 	player.send(`{"type":"start"}`)
 	var head uint64
@@ -25,7 +26,7 @@ func TestSpectatorsNeverWriteToTheLog(t *testing.T) {
 			head = id(m)
 		}
 	}
-	watch := mint(t, testSecret, game, RoleSpectator, time.Hour)
+	watch := mint(t, testSecret, game, token.RoleSpectator, time.Hour)
 	for i := 0; i < 100; i++ {
 		c := dial(t, s.gws[0].url)
 		c.send(joinMsg(game, watch, head))
@@ -146,8 +147,8 @@ func TestPlayerJoinPrecedesItsFirstMessage(t *testing.T) {
 func TestAudienceAcrossGateways(t *testing.T) {
 	s := newSystem(t, 2, Config{AudienceInterval: 20 * time.Millisecond, AudienceTTL: 2 * time.Second})
 	const game = "arena"
-	play := mint(t, testSecret, game, RolePlayer, time.Hour)
-	watch := mint(t, testSecret, game, RoleSpectator, time.Hour)
+	play := mint(t, testSecret, game, token.RolePlayer, time.Hour)
+	watch := mint(t, testSecret, game, token.RoleSpectator, time.Hour)
 	a := dial(t, s.gws[0].url)
 	a.send(joinMsg(game, play, 0))
 	a.expect("joined")

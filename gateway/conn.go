@@ -88,6 +88,10 @@ type conn struct {
 	// reads the client's pongs afterwards.
 	lastRead  atomic.Int64
 	appending atomic.Bool
+	// exp is when the connection's token expires (Unix seconds; 0: it
+	// joined without one). keepalive closes it then, unless a refresh
+	// moved exp.
+	exp atomic.Int64
 
 	mu sync.Mutex
 	// Guarded by mu.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -21,20 +22,53 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
 
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/wire"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
 // Config configures a Gateway. The zero value is the documented default,
-// except that a gateway without TokenSecret and without AllowAnonymous
+// except that a gateway without token keys and without AllowAnonymous
 // admits no one.
 type Config struct {
-	// TokenSecret verifies (and, for create, signs) HS256 tokens.
+	// TokenSecret is an HS256 secret (at least 32 bytes): it verifies
+	// tokens without a kid (or with TokenSecretID) and signs the tokens
+	// create hands out.
 	TokenSecret []byte
-	// AllowAnonymous lets clients join without a token, as players.
+	// TokenSecretID is TokenSecret's key id: set, tokens create hands out
+	// carry it as kid, and tokens must name it to be checked with
+	// TokenSecret. Rotating keys needs ids (see Tokens).
+	TokenSecretID string
+	// Tokens adds to TokenSecret: more verification keys chosen by kid
+	// (several at once, so a studio rolls keys without dropping players),
+	// EdDSA/ES256/RS256 public keys, a JWKS URL, audience and issuer
+	// checks, the longest token lifetime accepted (default 24h).
+	Tokens token.Config
+	// AllowAnonymous lets clients join without a token, as players, in
+	// games not created with tokens (see Registry) whose id starts with
+	// AnonymousPrefix.
 	AllowAnonymous bool
+	// AnonymousPrefix confines anonymous play to games whose id starts
+	// with it. Default "": any game not created with tokens.
+	AnonymousPrefix string
+	// Registry records games created with tokens, which admit only token
+	// holders. nil: none is recorded (anonymous clients may join any game
+	// where AllowAnonymous is set).
+	Registry Registry
 	// AllowCreate enables {"type":"create"} (needs TokenSecret).
 	AllowCreate bool
+	// MaxConns bounds this gateway's connections, MaxConnsPerAddr those
+	// from one source address. Beyond them the upgrade is answered 503
+	// (counted in Metrics.Refused). 0: no limit.
+	MaxConns        int
+	MaxConnsPerAddr int
+	// TrustedProxies are the networks of the proxies in front of the
+	// gateway (ingress controllers, load balancers). A request from one of
+	// them has its client address taken from X-Forwarded-For (the
+	// right-most address not itself a trusted proxy); from anyone else the
+	// header is ignored and the peer is the client. The per-address limits
+	// count that client address.
+	TrustedProxies []netip.Prefix
 	// Origins, if not empty, is the allow-list of WebSocket Origin headers
 	// ("*" allows all; requests without Origin, from non-browsers, pass).
 	Origins []string
@@ -146,6 +180,10 @@ func (c Config) withDefaults() Config {
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
 	c = c.withDefaults()
+	maxLifetime := c.Tokens.MaxLifetime
+	if maxLifetime == 0 {
+		maxLifetime = 24 * time.Hour // token.Config's default
+	}
 	switch {
 	case c.MaxMessageBytes < 256 || c.MaxMessageBytes > 1<<20-4096:
 		return fmt.Errorf("gateway: MaxMessageBytes %d: want 256..%d", c.MaxMessageBytes, 1<<20-4096)
@@ -165,8 +203,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("gateway: PingInterval %s: want ≥ 100ms", c.PingInterval)
 	case c.AllowCreate && len(c.TokenSecret) == 0:
 		return errors.New("gateway: AllowCreate needs TokenSecret (create hands out tokens)")
-	case len(c.TokenSecret) > 0 && len(c.TokenSecret) < 16:
-		return errors.New("gateway: TokenSecret: want at least 16 bytes")
+	case len(c.TokenSecret) > 0 && len(c.TokenSecret) < token.MinSecretBytes:
+		return fmt.Errorf("gateway: TokenSecret: want at least %d bytes", token.MinSecretBytes)
+	case c.AllowCreate && c.TokenTTL > maxLifetime:
+		return fmt.Errorf("gateway: TokenTTL %s: longer than the tokens the gateway accepts (Tokens.MaxLifetime)", c.TokenTTL)
 	case strings.ContainsAny(c.Instance, ".*> \t"):
 		return fmt.Errorf("gateway: Instance %q: no dots, wildcards or spaces", c.Instance)
 	}
@@ -204,7 +244,9 @@ type Gateway struct {
 	// Static after construction.
 	cfg     Config
 	app     Appender
-	timed   timedAppender // app, if it takes a duration; nil otherwise
+	timed   timedAppender   // app, if it takes a duration; nil otherwise
+	tokens  *token.Verifier // nil: no keys, tokens refused
+	signer  *token.Signer   // signs create's tokens; nil without TokenSecret
 	feeds   *sequencer.Feeds
 	history History // nil: no archive
 	log     *slog.Logger
@@ -228,10 +270,14 @@ type Gateway struct {
 
 	mu sync.Mutex
 	// Guarded by mu.
-	hubs   map[string]*hub
-	conns  map[*conn]struct{}
-	kaStop chan struct{} // closes to stop keepalive; nil until it starts
-	kaDone chan struct{} // closed when keepalive returns
+	hubs  map[string]*hub
+	conns map[*conn]struct{}
+	// Guarded by addrMu.
+	addrMu  sync.Mutex
+	total   int            // connections admitted (by admit) and not yet left
+	perAddr map[string]int // of total, by client address
+	kaStop  chan struct{}  // closes to stop keepalive; nil until it starts
+	kaDone  chan struct{}  // closed when keepalive returns
 }
 
 // New returns a Gateway appending through app and delivering from feeds.
@@ -251,10 +297,20 @@ func New(app Appender, feeds *sequencer.Feeds, history History, cfg Config) (*Ga
 		hubs:     make(map[string]*hub),
 		conns:    make(map[*conn]struct{}),
 		presence: make(map[string]*presenceQueue),
+		perAddr:  make(map[string]int),
 		drainCh:  make(chan struct{}),
 		epoch:    time.Now(),
 	}
 	g.timed, _ = app.(timedAppender)
+	var err error
+	if g.tokens, err = newVerifier(cfg); err != nil {
+		return nil, fmt.Errorf("gateway: tokens: %w", err)
+	}
+	if len(cfg.TokenSecret) > 0 {
+		if g.signer, err = token.NewHMACSigner(cfg.TokenSecret, cfg.TokenSecretID); err != nil {
+			return nil, fmt.Errorf("gateway: TokenSecret: %w", err)
+		}
+	}
 	g.aud = newAudience(g)
 	if cfg.JoinRate > 0 {
 		g.joins = newAddrLimiter(cfg.JoinRate, cfg.JoinBurst)
@@ -282,9 +338,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
+	addr := clientAddr(r, g.cfg.TrustedProxies)
+	if reason := g.admit(addr); reason != "" {
+		g.m.refused(reason)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many connections: try again later", http.StatusServiceUnavailable)
+		return
+	}
 	nc, rw, _, err := ws.HTTPUpgrader{Timeout: 10 * time.Second}.Upgrade(r, w)
 	if err != nil {
 		g.log.Debug("gateway: upgrade", "remote", r.RemoteAddr, "err", err)
+		g.leave(addr)
 		if nc != nil {
 			_ = nc.Close()
 		}
@@ -304,7 +368,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		nc:     src,
 		raw:    rawConn(src),
 		id:     g.cfg.Instance + "-" + strconv.FormatUint(n, 36),
-		addr:   hostOf(r.RemoteAddr),
+		addr:   addr,
 		bucket: uint8(n % pingBuckets),
 	}
 	c.fr = frameReader{r: src, max: g.cfg.MaxMessageBytes}
@@ -312,6 +376,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	if g.draining.Load() {
 		g.mu.Unlock()
+		g.leave(addr)
 		_ = nc.Close()
 		return
 	}
@@ -503,14 +568,14 @@ func (g *Gateway) finish(c *conn) {
 	if h := c.hub; h != nil {
 		h.mu.Lock()
 		delete(h.clients, c)
-		if c.role == RolePlayer {
+		if c.role == token.RolePlayer {
 			h.players--
 		} else {
 			h.spectators--
 		}
 		h.mu.Unlock()
 		g.aud.mark(h)
-		if c.role == RolePlayer {
+		if c.role == token.RolePlayer {
 			g.playerEvent(h.game, presenceEvent{event: "leave", client: c.id, user: c.user})
 		}
 		g.releaseHub(h)
@@ -518,6 +583,7 @@ func (g *Gateway) finish(c *conn) {
 	g.mu.Lock()
 	delete(g.conns, c)
 	g.mu.Unlock()
+	g.leave(c.addr)
 	g.m.connections(-1)
 }
 
@@ -578,6 +644,8 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 			return true
 		}
 		g.onSideStack(func() { g.create(c) })
+	case kindRefresh:
+		g.refresh(c, req)
 	case kindGame:
 		g.gameMessage(c, req.body, req.idem)
 	}
@@ -617,7 +685,7 @@ func (g *Gateway) gameMessage(c *conn, body []byte, idem string) {
 	case c.hub == nil:
 		c.sendErrorFor(wire.CodeNotJoined, "join a game first", idem)
 		return
-	case c.role != RolePlayer:
+	case c.role != token.RolePlayer:
 		c.sendErrorFor(wire.CodeForbidden, "spectators cannot send messages", idem)
 		return
 	case g.cfg.Rate > 0 && !c.allow():
@@ -693,25 +761,11 @@ func (c *conn) allow() bool {
 // join authorises req and attaches c to the game: joined, replay, live.
 // created, if not nil, is sent before joined.
 func (g *Gateway) join(c *conn, req request, created []byte) {
-	role, user := RolePlayer, ""
-	if req.token != "" {
-		cl, err := VerifyToken(g.cfg.TokenSecret, req.token, time.Now())
-		switch {
-		case errors.Is(err, ErrTokenExpired):
-			c.sendError(wire.CodeTokenExpired, "the token has expired")
-			return
-		case err != nil:
-			c.sendError(wire.CodeBadToken, strings.TrimPrefix(err.Error(), "gateway: "))
-			return
-		case cl.Game != req.game:
-			c.sendError(wire.CodeBadToken, "the token is for another game")
-			return
-		}
-		role, user = cl.Role, cl.Sub
-	} else if !g.cfg.AllowAnonymous {
-		c.sendError(wire.CodeAuthRequired, "a token is required to join")
+	cl, ok := g.authorize(c, req)
+	if !ok {
 		return
 	}
+	role, user := cl.Role, cl.Sub
 	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)
 	defer cancel()
 	h, err := g.acquireHub(ctx, req.game)
@@ -722,7 +776,7 @@ func (g *Gateway) join(c *conn, req request, created []byte) {
 	}
 	h.mu.Lock()
 	switch {
-	case h.last == 0 && role == RoleSpectator:
+	case h.last == 0 && role == token.RoleSpectator:
 		h.mu.Unlock()
 		g.releaseHub(h)
 		c.sendError(wire.CodeUnknownGame, "game "+req.game+" does not exist")
@@ -757,8 +811,9 @@ func (g *Gateway) join(c *conn, req request, created []byte) {
 		since = max(since, h.last-uint64(req.history))
 	}
 	c.hub, c.role, c.user = h, role, user
+	c.exp.Store(cl.Exp) // 0 for anonymous players: never expires
 	h.clients[c] = struct{}{}
-	if role == RolePlayer {
+	if role == token.RolePlayer {
 		h.players++
 	} else {
 		h.spectators++
@@ -777,23 +832,36 @@ func (g *Gateway) join(c *conn, req request, created []byte) {
 	c.mu.Unlock()
 	h.mu.Unlock()
 	g.aud.mark(h)
-	if role == RolePlayer && created == nil {
+	if role == token.RolePlayer && created == nil {
 		c.joinPresence = g.playerEvent(req.game, presenceEvent{event: "join", client: c.id, user: user})
 	}
 }
 
-// create makes a new game, hands out its tokens and joins c as a player.
+// create makes a new game, records it as created with tokens, hands out
+// its tokens and joins c as a player.
 func (g *Gateway) create(c *conn) {
 	var b [10]byte
 	_, _ = rand.Read(b[:])
 	game := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
-	exp := time.Now().Add(g.cfg.TokenTTL).Unix()
-	join, err1 := MintToken(g.cfg.TokenSecret, Claims{Game: game, Role: RolePlayer, Exp: exp, Iat: time.Now().Unix()})
-	watch, err2 := MintToken(g.cfg.TokenSecret, Claims{Game: game, Role: RoleSpectator, Exp: exp, Iat: time.Now().Unix()})
+	now := time.Now()
+	claims := token.Claims{Game: game, Role: token.RolePlayer, Exp: now.Add(g.cfg.TokenTTL).Unix(), Iat: now.Unix()}
+	join, err1 := g.signer.Mint(claims)
+	claims.Role = token.RoleSpectator
+	watch, err2 := g.signer.Mint(claims)
 	if err := errors.Join(err1, err2); err != nil {
 		g.log.Error("gateway: mint tokens", "err", err)
 		c.sendError(wire.CodeInternal, "could not create a game")
 		return
+	}
+	if r := g.cfg.Registry; r != nil {
+		ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+		err := r.MarkCreated(ctx, game)
+		cancel()
+		if err != nil {
+			g.log.Warn("gateway: create: record the game", "game", game, "err", err)
+			c.sendError(wire.CodeUnavailable, "the game could not be created; try again")
+			return
+		}
 	}
 	g.join(c, request{kind: kindJoin, game: game, token: join}, createdFrame(game, join, watch))
 }
@@ -825,6 +893,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.poll.stop()
 	done := make(chan struct{})
 	defer g.aud.close()
+	if g.tokens != nil {
+		defer g.tokens.Close()
+	}
 	go func() {
 		g.wg.Wait()
 		close(done)

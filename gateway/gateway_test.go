@@ -12,6 +12,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -65,7 +66,7 @@ func TestTotalOrderAcrossThreeGateways(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		c := dial(t, s.gws[i].url)
 		c.send(`{"type":"join","room":"` + game + `","since":0}`)
-		if j := c.expect("joined"); j["role"] != RolePlayer || j["game"] != game {
+		if j := c.expect("joined"); j["role"] != token.RolePlayer || j["game"] != game {
 			t.Fatalf("joined %v", j)
 		}
 		clients = append(clients, joined{c, 1})

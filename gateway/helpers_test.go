@@ -23,11 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/embednats"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
-var testSecret = []byte("test-secret-0123456789abcdef")
+var testSecret = []byte("test-secret-0123456789abcdef-0123456789")
 
 // logBuf collects every log line of a test system, to check what is logged.
 type logBuf struct {
@@ -398,7 +399,16 @@ func id(m map[string]any) uint64 {
 
 func mint(t testing.TB, secret []byte, game, role string, ttl time.Duration) string {
 	t.Helper()
-	tok, err := MintToken(secret, Claims{Game: game, Role: role, Exp: time.Now().Add(ttl).Unix()})
+	return mintClaims(t, secret, token.Claims{Game: game, Role: role, Exp: time.Now().Add(ttl).Unix()})
+}
+
+func mintClaims(t testing.TB, secret []byte, c token.Claims) string {
+	t.Helper()
+	s, err := token.NewHMACSigner(secret, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Mint(c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -13,7 +14,7 @@ import (
 func TestResendWithIdemStoresOnce(t *testing.T) {
 	s := newSystem(t, 2, Config{})
 	const game = "resend"
-	tok := mint(t, testSecret, game, RolePlayer, time.Hour)
+	tok := mint(t, testSecret, game, token.RolePlayer, time.Hour)
 	a := dial(t, s.gws[0].url)
 	a.send(joinMsg(game, tok, 0))
 	a.expect("joined")
@@ -45,10 +46,7 @@ func TestResendWithIdemStoresOnce(t *testing.T) {
 	}
 	// Another user's identical idem is another message: keys are scoped
 	// by the token's user.
-	bo, err := MintToken(testSecret, Claims{Game: game, Role: RolePlayer, Sub: "bo", Exp: time.Now().Add(time.Hour).Unix()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bo := mintClaims(t, testSecret, token.Claims{Game: game, Role: token.RolePlayer, Sub: "bo", Exp: time.Now().Add(time.Hour).Unix()})
 	c := dial(t, s.gws[1].url)
 	c.send(joinMsg(game, bo, id(first)))
 	c.expect("joined")

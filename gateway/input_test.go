@@ -9,6 +9,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -19,7 +20,7 @@ func TestBadInput(t *testing.T) {
 	s := newSystem(t, 1, Config{Rate: 5, Burst: 5, MaxMessageBytes: 1024})
 	url := s.gws[0].url
 	const game = "bad"
-	player := mint(t, testSecret, game, RolePlayer, time.Hour)
+	player := mint(t, testSecret, game, token.RolePlayer, time.Hour)
 	// Make the game exist.
 	owner := dial(t, url)
 	owner.send(joinMsg(game, player, 0))
@@ -42,26 +43,35 @@ func TestBadInput(t *testing.T) {
 		code  string
 		close ws.StatusCode // 0: the connection must stay open
 	}{
-		"invalid json":       {func(t *testing.T) *client { return joined(t, RolePlayer) }, `{"type":"move",`, wire.CodeInvalidJSON, 0},
-		"not an object":      {func(t *testing.T) *client { return joined(t, RolePlayer) }, `["move"]`, wire.CodeNotObject, 0},
-		"missing type":       {func(t *testing.T) *client { return joined(t, RolePlayer) }, `{"col":3}`, wire.CodeMissingType, 0},
-		"type not a string":  {func(t *testing.T) *client { return joined(t, RolePlayer) }, `{"type":3}`, wire.CodeMissingType, 0},
-		"reserved type":      {func(t *testing.T) *client { return joined(t, RolePlayer) }, `{"type":"joined"}`, wire.CodeReservedType, 0},
-		"forged msg_id":      {func(t *testing.T) *client { return joined(t, RolePlayer) }, `{"type":"move","msg_id":99}`, wire.CodeReservedField, 0},
-		"forged client_id":   {func(t *testing.T) *client { return joined(t, RolePlayer) }, `{"type":"move","client_id":"x"}`, wire.CodeReservedField, 0},
-		"escaped forgery":    {func(t *testing.T) *client { return joined(t, RolePlayer) }, `{"type":"move","\u0075ser":"admin"}`, wire.CodeReservedField, 0},
-		"oversized":          {func(t *testing.T) *client { return joined(t, RolePlayer) }, `{"type":"move","x":"` + strings.Repeat("x", 2048) + `"}`, wire.CodeTooLarge, wire.CloseTooBig},
+		"invalid json":      {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"move",`, wire.CodeInvalidJSON, 0},
+		"not an object":     {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `["move"]`, wire.CodeNotObject, 0},
+		"missing type":      {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"col":3}`, wire.CodeMissingType, 0},
+		"type not a string": {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":3}`, wire.CodeMissingType, 0},
+		"reserved type":     {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"joined"}`, wire.CodeReservedType, 0},
+		"forged msg_id":     {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"move","msg_id":99}`, wire.CodeReservedField, 0},
+		"forged client_id":  {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"move","client_id":"x"}`, wire.CodeReservedField, 0},
+		"escaped forgery":   {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"move","\u0075ser":"admin"}`, wire.CodeReservedField, 0},
+		// Case-insensitive decoders (Go's encoding/json, .NET) read these
+		// as the reserved fields.
+		"forged User":        {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"chat","User":"admin"}`, wire.CodeReservedField, 0},
+		"forged Source":      {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"chat","Source":"studio"}`, wire.CodeReservedField, 0},
+		"forged MSG_ID":      {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"chat","MSG_ID":1}`, wire.CodeReservedField, 0},
+		"escaped Client_Id":  {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"chat","\u0043lient_Id":"x"}`, wire.CodeReservedField, 0},
+		"long s user":        {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"chat","uſer":"admin"}`, wire.CodeReservedField, 0},
+		"duplicate type":     {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"joined","type":"chat"}`, wire.CodeInvalidMessage, 0},
+		"escaped duplicate":  {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"chat","x":1,"\u0078":2}`, wire.CodeInvalidMessage, 0},
+		"oversized":          {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"move","x":"` + strings.Repeat("x", 2048) + `"}`, wire.CodeTooLarge, wire.CloseTooBig},
 		"not joined":         {fresh, `{"type":"move"}`, wire.CodeNotJoined, 0},
-		"unknown game":       {fresh, joinMsg("nosuchgame", mint(t, testSecret, "nosuchgame", RoleSpectator, time.Hour), 0), wire.CodeUnknownGame, 0},
+		"unknown game":       {fresh, joinMsg("nosuchgame", mint(t, testSecret, "nosuchgame", token.RoleSpectator, time.Hour), 0), wire.CodeUnknownGame, 0},
 		"invalid game id":    {fresh, `{"type":"join","game":"a.b"}`, wire.CodeInvalidGame, 0},
 		"no token":           {fresh, `{"type":"join","game":"bad"}`, wire.CodeAuthRequired, 0},
 		"garbage token":      {fresh, joinMsg(game, "not.a.jwt", 0), wire.CodeBadToken, 0},
-		"forged token":       {fresh, joinMsg(game, mint(t, []byte("another-secret-0123456789"), game, RolePlayer, time.Hour), 0), wire.CodeBadToken, 0},
-		"expired token":      {fresh, joinMsg(game, mint(t, testSecret, game, RolePlayer, -time.Minute), 0), wire.CodeTokenExpired, 0},
-		"other game's token": {fresh, joinMsg(game, mint(t, testSecret, "other", RolePlayer, time.Hour), 0), wire.CodeBadToken, 0},
+		"forged token":       {fresh, joinMsg(game, mint(t, []byte("another-secret-0123456789abcdef-0123456789"), game, token.RolePlayer, time.Hour), 0), wire.CodeBadToken, 0},
+		"expired token":      {fresh, joinMsg(game, mint(t, testSecret, game, token.RolePlayer, -time.Minute), 0), wire.CodeTokenExpired, 0},
+		"other game's token": {fresh, joinMsg(game, mint(t, testSecret, "other", token.RolePlayer, time.Hour), 0), wire.CodeBadToken, 0},
 		"alg none":           {fresh, joinMsg(game, "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJnYW1lIjoiYmFkIiwicm9sZSI6InBsYXllciIsImV4cCI6OTk5OTk5OTk5OX0.", 0), wire.CodeBadToken, 0},
-		"spectator sends":    {func(t *testing.T) *client { return joined(t, RoleSpectator) }, `{"type":"move"}`, wire.CodeForbidden, 0},
-		"already joined":     {func(t *testing.T) *client { return joined(t, RolePlayer) }, joinMsg(game, player, 0), wire.CodeAlreadyJoined, 0},
+		"spectator sends":    {func(t *testing.T) *client { return joined(t, token.RoleSpectator) }, `{"type":"move"}`, wire.CodeForbidden, 0},
+		"already joined":     {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, joinMsg(game, player, 0), wire.CodeAlreadyJoined, 0},
 		"create disabled":    {fresh, `{"type":"create"}`, wire.CodeCreateDisabled, 0},
 		"negative since":     {fresh, `{"type":"join","game":"bad","since":-1}`, wire.CodeInvalidMessage, 0},
 	} {
@@ -92,7 +102,7 @@ func TestBadInput(t *testing.T) {
 	}
 
 	t.Run("rate limited", func(t *testing.T) {
-		c := joined(t, RolePlayer)
+		c := joined(t, token.RolePlayer)
 		for i := 0; i < 20; i++ {
 			c.send(`{"type":"spam"}`)
 		}
@@ -107,7 +117,7 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 	t.Run("binary frame", func(t *testing.T) {
-		c := joined(t, RolePlayer)
+		c := joined(t, token.RolePlayer)
 		if err := wsutil.WriteClientBinary(lockedRW{c}, []byte{1, 2, 3}); err != nil {
 			t.Fatal(err)
 		}
@@ -171,19 +181,19 @@ func TestCreateAndSpectate(t *testing.T) {
 	host.send(`{"type":"create"}`)
 	cr := host.expect("created")
 	game, join, watch := cr["game"].(string), cr["join"].(string), cr["watch"].(string)
-	if j := host.expect("joined"); j["game"] != game || j["role"] != RolePlayer {
+	if j := host.expect("joined"); j["game"] != game || j["role"] != token.RolePlayer {
 		t.Fatalf("joined %v", j)
 	}
 	host.send(`{"type":"move","col":3}`)
 
 	friend := dial(t, s.gws[1].url)
 	friend.send(joinMsg(game, join, 0))
-	if j := friend.expect("joined"); j["role"] != RolePlayer {
+	if j := friend.expect("joined"); j["role"] != token.RolePlayer {
 		t.Fatalf("friend %v", j)
 	}
 	watcher := dial(t, s.gws[1].url)
 	watcher.send(joinMsg(game, watch, 0))
-	if j := watcher.expect("joined"); j["role"] != RoleSpectator {
+	if j := watcher.expect("joined"); j["role"] != token.RoleSpectator {
 		t.Fatalf("watcher %v", j)
 	}
 	watcher.send(`{"type":"move","col":1}`)

@@ -21,19 +21,22 @@ func (g *Gateway) keepalive(stop <-chan struct{}, done chan<- struct{}) {
 	tick := time.NewTicker(g.cfg.PingInterval / pingBuckets)
 	defer tick.Stop()
 	limit := int64(2 * g.cfg.PingInterval)
-	var ping, dead []*conn
+	var ping, dead, expired []*conn
 	for n := uint8(0); ; n = (n + 1) % pingBuckets {
 		select {
 		case <-stop:
 			return
 		case <-tick.C:
 		}
-		now := g.now()
+		now, unix := g.now(), time.Now().Unix()
 		g.mu.Lock()
 		for c := range g.conns {
-			if t := c.lastRead.Load(); t != 0 && now-t > limit && !c.appending.Load() {
+			switch t := c.lastRead.Load(); {
+			case t != 0 && now-t > limit && !c.appending.Load():
 				dead = append(dead, c)
-			} else if c.bucket == n {
+			case c.exp.Load() != 0 && unix >= c.exp.Load():
+				expired = append(expired, c)
+			case c.bucket == n:
 				ping = append(ping, c)
 			}
 		}
@@ -41,11 +44,16 @@ func (g *Gateway) keepalive(stop <-chan struct{}, done chan<- struct{}) {
 		for _, c := range dead {
 			c.closeWith(wire.ClosePolicy, "ping timeout", "ping_timeout")
 		}
+		for _, c := range expired {
+			c.sendError(wire.CodeTokenExpired, "the token expired: reconnect with a fresh token, or send refresh before it expires")
+			c.closeWith(wire.ClosePolicy, "token expired", "token_expired")
+		}
 		for _, c := range ping {
 			c.ping()
 		}
 		clear(dead)
 		clear(ping)
-		dead, ping = dead[:0], ping[:0]
+		clear(expired)
+		dead, ping, expired = dead[:0], ping[:0], expired[:0]
 	}
 }

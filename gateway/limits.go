@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"net"
+	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -67,4 +70,71 @@ func hostOf(remote string) string {
 		return h
 	}
 	return remote
+}
+
+// admit counts a new connection from addr against MaxConns and
+// MaxConnsPerAddr; it returns the reason of a refusal, or "" and the
+// connection counts until leave.
+func (g *Gateway) admit(addr string) string {
+	g.addrMu.Lock()
+	defer g.addrMu.Unlock()
+	switch {
+	case g.cfg.MaxConns > 0 && g.total >= g.cfg.MaxConns:
+		return "conns"
+	case g.cfg.MaxConnsPerAddr > 0 && g.perAddr[addr] >= g.cfg.MaxConnsPerAddr:
+		return "conns_per_addr"
+	}
+	g.total++
+	g.perAddr[addr]++
+	return ""
+}
+
+// leave undoes admit.
+func (g *Gateway) leave(addr string) {
+	g.addrMu.Lock()
+	defer g.addrMu.Unlock()
+	g.total--
+	if n := g.perAddr[addr] - 1; n > 0 {
+		g.perAddr[addr] = n
+	} else {
+		delete(g.perAddr, addr)
+	}
+}
+
+// clientAddr returns the address of the client behind r: the peer, or,
+// when the peer is a trusted proxy, the right-most X-Forwarded-For entry
+// that is not a trusted proxy itself.
+func clientAddr(r *http.Request, trusted []netip.Prefix) string {
+	peer := hostOf(r.RemoteAddr)
+	if len(trusted) == 0 || !isTrusted(peer, trusted) {
+		return peer
+	}
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		parts := strings.Split(hops[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				return peer // a garbled header: count the proxy
+			}
+			if a = a.Unmap(); !isTrustedAddr(a, trusted) {
+				return a.String()
+			}
+		}
+	}
+	return peer
+}
+
+func isTrusted(host string, trusted []netip.Prefix) bool {
+	a, err := netip.ParseAddr(host)
+	return err == nil && isTrustedAddr(a.Unmap(), trusted)
+}
+
+func isTrustedAddr(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/gamerelay/gamerelay/internal/jsonobj"
 	"github.com/gamerelay/gamerelay/internal/wire"
@@ -28,6 +29,7 @@ const (
 	kindGame kind = iota + 1
 	kindJoin
 	kindCreate
+	kindRefresh
 )
 
 // request is a decoded client frame.
@@ -64,12 +66,6 @@ func validIdem(s string) bool {
 // maxHistory bounds the "history" of a join.
 const maxHistory = 1_000_000
 
-// reservedTypes may not be sent by clients as game messages.
-var reservedTypes = [...]string{"joined", "created", "error", "presence", "audience", "game_created", "game_ended"}
-
-// reservedFields may never be set by clients.
-var reservedFields = [...]string{"msg_id", "client_id", "ts", "user", "source"}
-
 // decodeRequest validates one text frame from a client. It allocates only
 // for join frames.
 func decodeRequest(payload []byte) (request, *protoError) {
@@ -85,7 +81,7 @@ func decodeRequest(payload []byte) (request, *protoError) {
 		reserved []byte
 	)
 	req.history = -1
-	err := jsonobj.Scan(payload, func(k, v []byte) error {
+	err := jsonobj.ScanUnique(payload, func(k, v []byte) error {
 		switch {
 		case jsonobj.KeyEquals(k, "type"):
 			typ = v
@@ -102,10 +98,9 @@ func decodeRequest(payload []byte) (request, *protoError) {
 		case jsonobj.KeyEquals(k, "idem"):
 			idem = v
 		default:
-			for _, f := range reservedFields {
-				if jsonobj.KeyEquals(k, f) {
+			if reserved == nil {
+				if _, ok := wire.ReservedField(k); ok {
 					reserved = k
-					break
 				}
 			}
 		}
@@ -114,6 +109,8 @@ func decodeRequest(payload []byte) (request, *protoError) {
 	switch {
 	case errors.Is(err, jsonobj.ErrNotObject):
 		return req, perr(wire.CodeNotObject, "a message must be a JSON object")
+	case errors.Is(err, jsonobj.ErrDuplicateKey):
+		return req, perr(wire.CodeInvalidMessage, strings.TrimPrefix(err.Error(), "jsonobj: ")+": each field may appear once")
 	case err != nil:
 		return req, perr(wire.CodeInvalidJSON, err.Error())
 	case typ == nil:
@@ -164,6 +161,16 @@ func decodeRequest(payload []byte) (request, *protoError) {
 	case "create":
 		req.kind = kindCreate
 		return req, nil
+	case "refresh":
+		req.kind = kindRefresh
+		if token == nil {
+			return req, perr(wire.CodeBadToken, `refresh needs "token"`)
+		}
+		var ok bool
+		if req.token, ok = jsonobj.StringValue(token); !ok || req.token == "" {
+			return req, perr(wire.CodeBadToken, `"token" must be a string`)
+		}
+		return req, nil
 	}
 	if idem != nil {
 		k, ok := jsonobj.StringValue(idem)
@@ -172,15 +179,14 @@ func decodeRequest(payload []byte) (request, *protoError) {
 		}
 		req.idem = k
 	}
-	for _, r := range reservedTypes {
-		if t == r {
-			e := perr(wire.CodeReservedType, "type "+strconv.Quote(t)+" is sent only by gamerelay")
-			e.idem = req.idem
-			return req, e
-		}
+	if wire.IsReservedType(t) {
+		e := perr(wire.CodeReservedType, "type "+strconv.Quote(t)+" is sent only by gamerelay")
+		e.idem = req.idem
+		return req, e
 	}
 	if reserved != nil {
-		e := perr(wire.CodeReservedField, "field "+strconv.Quote(string(reserved))+" is set by gamerelay")
+		name, _ := wire.ReservedField(reserved)
+		e := perr(wire.CodeReservedField, "field "+strconv.Quote(name)+" is set by gamerelay")
 		e.idem = req.idem
 		return req, e
 	}
@@ -250,6 +256,12 @@ func joinedFrame(game, clientID, role string, head, since uint64) []byte {
 	b = strconv.AppendUint(b, head, 10)
 	b = append(b, `,"since":`...)
 	b = strconv.AppendUint(b, since, 10)
+	return append(b, '}')
+}
+
+func refreshedFrame(exp int64) []byte {
+	b := []byte(`{"type":"refreshed","exp":`)
+	b = strconv.AppendInt(b, exp, 10)
 	return append(b, '}')
 }
 

@@ -7,24 +7,26 @@ import (
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
-// ValidateBody checks an append body: a JSON object of at most max bytes with
-// a string "type" and without "msg_id" or "ts", which the sequencer stamps.
-// Other reserved fields (client_id, user, source) are set by trusted callers
+// ValidateBody checks an append body: a JSON object of at most max bytes,
+// without duplicate keys, with a string "type" and without "msg_id" or "ts"
+// (in any case: see wire.ReservedField), which the sequencer stamps. Other
+// reserved fields (client_id, user, source) are set by trusted callers
 // (gateway, API) and pass.
 func ValidateBody(body []byte, max int) error {
 	if len(body) > max {
 		return errorf(wire.CodeTooLarge, "message of %d bytes exceeds the limit of %d", len(body), max)
 	}
 	hasType := false
-	err := jsonobj.Scan(body, func(k, v []byte) error {
-		switch {
-		case jsonobj.KeyEquals(k, "type"):
+	err := jsonobj.ScanUnique(body, func(k, v []byte) error {
+		if jsonobj.KeyEquals(k, "type") {
 			if len(v) == 0 || v[0] != '"' {
 				return errorf(wire.CodeInvalidMessage, `"type" must be a string`)
 			}
 			hasType = true
-		case jsonobj.KeyEquals(k, "msg_id"), jsonobj.KeyEquals(k, "ts"):
-			return errorf(wire.CodeReservedField, "field %q is set by gamerelay", k)
+			return nil
+		}
+		if f, ok := wire.ReservedField(k); ok && (f == "msg_id" || f == "ts") {
+			return errorf(wire.CodeReservedField, "field %q is set by gamerelay", f)
 		}
 		return nil
 	})

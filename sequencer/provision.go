@@ -31,6 +31,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 			Description: "gamerelay partition leases and sequencer heartbeats"},
 		{Bucket: names.HeadsBucket(), History: 1, Replicas: cfg.Replicas, Storage: jetstream.FileStorage,
 			Description: "gamerelay per-game last msg_id checkpoints"},
+		{Bucket: names.GamesBucket(), History: 1, Replicas: cfg.Replicas, Storage: jetstream.FileStorage,
+			Description: "gamerelay games created with tokens (closed to anonymous players)"},
 	} {
 		if err := retry(ctx, func() error {
 			_, err := js.CreateOrUpdateKeyValue(ctx, kc)

@@ -371,6 +371,9 @@ func TestBadInputRejectedBeforePublish(t *testing.T) {
 		"number type":      {"g", `{"type":3}`, wire.CodeInvalidMessage},
 		"forged msg_id":    {"g", `{"type":"a","msg_id":7}`, wire.CodeReservedField},
 		"escaped ts":       {"g", `{"type":"a","\u0074s":7}`, wire.CodeReservedField},
+		"MSG_ID":           {"g", `{"type":"a","MSG_ID":7}`, wire.CodeReservedField},
+		"Ts":               {"g", `{"type":"a","Ts":7}`, wire.CodeReservedField},
+		"duplicate type":   {"g", `{"type":"a","type":"b"}`, wire.CodeInvalidMessage},
 		"too large":        {"g", `{"type":"a","x":"` + strings.Repeat("x", 70<<10) + `"}`, wire.CodeTooLarge},
 		"trailing garbage": {"g", `{"type":"a"}x`, wire.CodeInvalidMessage},
 	} {

@@ -6,15 +6,12 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gamerelay/gamerelay/internal/jsonobj"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
-
-// reservedTypes may not be published: the WebSocket requests, what only the
-// gateway sends, and the API's own system messages.
-var reservedTypes = append(wire.ReservedTypes[:], typeGameCreated, typeGameEnded)
 
 // System message types the API appends.
 const (
@@ -44,15 +41,17 @@ func (a *API) readBody(r *http.Request) ([]byte, error) {
 func checkObject(body []byte, fn func(k, v []byte)) error {
 	var err error
 	if fn == nil {
-		err = jsonobj.Scan(body, nil)
+		err = jsonobj.ScanUnique(body, nil)
 	} else {
-		err = jsonobj.Scan(body, func(k, v []byte) error { fn(k, v); return nil })
+		err = jsonobj.ScanUnique(body, func(k, v []byte) error { fn(k, v); return nil })
 	}
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, jsonobj.ErrNotObject):
 		return errorf(http.StatusBadRequest, wire.CodeNotObject, "the body must be a JSON object")
+	case errors.Is(err, jsonobj.ErrDuplicateKey):
+		return errorf(http.StatusBadRequest, wire.CodeInvalidMessage, "%s: each field may appear once", strings.TrimPrefix(err.Error(), "jsonobj: "))
 	default:
 		return errorf(http.StatusBadRequest, wire.CodeInvalidJSON, "%v", err)
 	}
@@ -73,10 +72,8 @@ func checkMessage(body []byte, typeAllowed bool) error {
 			types = append(types, v)
 			return
 		}
-		for _, f := range wire.Reserved {
-			if reserved == nil && jsonobj.KeyEquals(k, f) {
-				reserved = []byte(f)
-			}
+		if f, ok := wire.ReservedField(k); ok && reserved == nil {
+			reserved = []byte(f)
 		}
 	})
 	switch {
@@ -92,10 +89,8 @@ func checkMessage(body []byte, typeAllowed bool) error {
 		if !ok {
 			return errorf(http.StatusBadRequest, wire.CodeMissingType, `"type" must be a string`)
 		}
-		for _, r := range reservedTypes {
-			if t == r {
-				return errorf(http.StatusBadRequest, wire.CodeReservedType, "type %s is sent only by gamerelay", strconv.Quote(t))
-			}
+		if wire.IsReservedType(t) {
+			return errorf(http.StatusBadRequest, wire.CodeReservedType, "type %s is sent only by gamerelay", strconv.Quote(t))
 		}
 	}
 	if reserved != nil {

@@ -2,7 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
-	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gamerelay/gamerelay/internal/wire"
@@ -28,12 +28,14 @@ func FuzzCheckMessage(f *testing.F) {
 			t.Fatalf("accepted %q: %v", body, err)
 		}
 		typ, ok := m["type"].(string)
-		if !ok || slices.Contains(reservedTypes, typ) {
+		if !ok || wire.IsReservedType(typ) {
 			t.Fatalf("accepted %q with type %v", body, m["type"])
 		}
-		for _, f := range wire.Reserved {
-			if _, ok := m[f]; ok {
-				t.Fatalf("accepted %q with %s", body, f)
+		for k := range m {
+			for _, f := range wire.ReservedFields {
+				if strings.EqualFold(k, f) {
+					t.Fatalf("accepted %q with %s", body, k)
+				}
 			}
 		}
 		var out map[string]any

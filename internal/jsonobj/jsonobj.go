@@ -4,6 +4,7 @@
 package jsonobj
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -502,4 +503,119 @@ func syntaxErr(b []byte, i int, context string) error {
 		return fmt.Errorf("%w: invalid character %q%s at offset %d", ErrInvalid, c, context, i)
 	}
 	return fmt.Errorf("%w: invalid byte 0x%02x%s at offset %d", ErrInvalid, c, context, i)
+}
+
+// ErrDuplicateKey is wrapped by ScanUnique's error for an object that has
+// two members with the same key.
+var ErrDuplicateKey = errors.New("jsonobj: duplicate key")
+
+// maxLinearKeys is how many keys ScanUnique compares pairwise before it
+// switches to a set.
+const maxLinearKeys = 32
+
+// ScanUnique is Scan that also refuses an object in which two top-level
+// members have the same key after unescaping ({"type":"a","t\u0079pe":"b"}):
+// decoders disagree on which one counts. The error wraps ErrDuplicateKey
+// and quotes the key.
+func ScanUnique(b []byte, fn func(key, value []byte) error) error {
+	var (
+		seen [maxLinearKeys][]byte
+		n    int
+		set  map[string]struct{}
+	)
+	return Scan(b, func(k, v []byte) error {
+		switch {
+		case set != nil:
+			s := unescapeKey(k)
+			if _, dup := set[s]; dup {
+				return fmt.Errorf("%w %q", ErrDuplicateKey, s)
+			}
+			set[s] = struct{}{}
+		default:
+			for _, prev := range seen[:n] {
+				if sameKey(prev, k) {
+					return fmt.Errorf("%w %q", ErrDuplicateKey, unescapeKey(k))
+				}
+			}
+			if n < maxLinearKeys {
+				seen[n] = k
+				n++
+			} else {
+				set = make(map[string]struct{}, 2*maxLinearKeys)
+				for _, prev := range seen[:n] {
+					set[unescapeKey(prev)] = struct{}{}
+				}
+				set[unescapeKey(k)] = struct{}{}
+			}
+		}
+		if fn != nil {
+			return fn(k, v)
+		}
+		return nil
+	})
+}
+
+// sameKey reports whether two raw keys denote the same string.
+func sameKey(a, b []byte) bool {
+	if bytes.IndexByte(a, '\\') < 0 && bytes.IndexByte(b, '\\') < 0 {
+		return bytes.Equal(a, b)
+	}
+	return unescapeKey(a) == unescapeKey(b)
+}
+
+// unescapeKey returns the string a raw key (valid string content, as Scan
+// hands it) denotes.
+func unescapeKey(k []byte) string {
+	if bytes.IndexByte(k, '\\') < 0 {
+		return string(k)
+	}
+	var sb strings.Builder
+	sb.Grow(len(k))
+	for i := 0; i < len(k); {
+		if c := k[i]; c != '\\' {
+			sb.WriteByte(c)
+			i++
+			continue
+		}
+		r, n := decodeUnit(k, i)
+		if n == 0 {
+			break
+		}
+		sb.WriteRune(r)
+		i += n
+	}
+	return sb.String()
+}
+
+// KeyFold reports whether raw key bytes denote a string equal to s under
+// Unicode case folding, as case-insensitive decoders match member names:
+// Go's encoding/json and .NET's read "User", "\u0055ser" and "uſer" (long
+// s) as a field named "user". s is ASCII.
+func KeyFold(raw []byte, s string) bool {
+	ascii := true
+	for _, c := range raw {
+		if c >= utf8.RuneSelf || c == '\\' {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		if len(raw) != len(s) {
+			return false
+		}
+		for i := range raw {
+			if lower(raw[i]) != lower(s[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return strings.EqualFold(unescapeKey(raw), s)
+}
+
+func lower(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }

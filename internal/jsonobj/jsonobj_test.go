@@ -409,3 +409,65 @@ func BenchmarkJSONValid(b *testing.B) {
 		}
 	}
 }
+
+func TestScanUnique(t *testing.T) {
+	many := func(n int, dup bool) string {
+		var b strings.Builder
+		b.WriteString("{")
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `"k%d":%d`, i, i)
+		}
+		if dup {
+			b.WriteString(`,"k3":0`)
+		}
+		b.WriteString("}")
+		return b.String()
+	}
+	for name, tc := range map[string]struct {
+		in  string
+		dup bool
+	}{
+		"distinct":               {`{"a":1,"b":2}`, false},
+		"plain duplicate":        {`{"type":"joined","type":"chat"}`, true},
+		"escaped duplicate":      {`{"type":"a","t\u0079pe":"b"}`, true},
+		"both escaped":           {`{"\u0061":1,"\u0061":2}`, true},
+		"case differs: distinct": {`{"score":1,"Score":2}`, false},
+		"nested duplicates pass": {`{"a":{"x":1,"x":2}}`, false},
+		"many keys, duplicate":   {many(100, true), true},
+		"many keys, distinct":    {many(100, false), false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := ScanUnique([]byte(tc.in), nil)
+			if got := errors.Is(err, ErrDuplicateKey); got != tc.dup || (!tc.dup && err != nil) {
+				t.Fatalf("ScanUnique(%s) = %v, want duplicate %v", tc.in, err, tc.dup)
+			}
+		})
+	}
+}
+
+func TestKeyFold(t *testing.T) {
+	for name, tc := range map[string]struct {
+		raw, s string
+		want   bool
+	}{
+		"same":          {"user", "user", true},
+		"upper":         {"USER", "user", true},
+		"mixed":         {"UsEr", "user", true},
+		"escaped":       {`\u0055ser`, "user", true},
+		"long s":        {"uſer", "user", true},
+		"kelvin sign":   {"\u212a", "k", true},
+		"other":         {"users", "user", false},
+		"prefix":        {"use", "user", false},
+		"underscore":    {"MSG_ID", "msg_id", true},
+		"dash is not _": {"msg-id", "msg_id", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := KeyFold([]byte(tc.raw), tc.s); got != tc.want {
+				t.Fatalf("KeyFold(%q, %q) = %v, want %v", tc.raw, tc.s, got, tc.want)
+			}
+		})
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/gamerelay/gamerelay/internal/jsonobj"
 )
 
 // MaxGameLen is the longest accepted game id.
@@ -117,6 +119,10 @@ func (n Names) History() string { return n.ns() + ".history" }
 // LeaseBucket is the KV bucket holding partition leases and sequencer heartbeats.
 func (n Names) LeaseBucket() string { return n.ns() + "_leases" }
 
+// GamesBucket is the KV bucket recording the games created with tokens,
+// which admit only token holders: "<ns>_games".
+func (n Names) GamesBucket() string { return n.ns() + "_games" }
+
 // HeadsBucket is the KV bucket holding per-game head checkpoints, so numbering
 // continues after retention removed every stored message of an idle game.
 func (n Names) HeadsBucket() string { return n.ns() + "_heads" }
@@ -149,12 +155,40 @@ const PageSize = 128
 // PageStart returns the first msg_id of the page holding id (id ≥ 1).
 func PageStart(id uint64) uint64 { return (id-1)/PageSize*PageSize + 1 }
 
-// Reserved top-level fields of a game message: only gamerelay sets them.
-var Reserved = [...]string{"msg_id", "client_id", "ts", "user", "source"}
+// ReservedFields are the top-level fields of a game message that only
+// gamerelay sets: the sequencer stamps msg_id and ts, the gateway
+// client_id and user, the backend API source.
+var ReservedFields = [...]string{"msg_id", "client_id", "ts", "user", "source"}
 
-// Reserved message types: a client may not send these.
-// game_created and game_ended are system messages of the backend API.
-var ReservedTypes = [...]string{"join", "joined", "create", "created", "error", "presence", "audience", "game_created", "game_ended"}
+// ReservedField returns the reserved field that the raw key k (as
+// jsonobj.Scan hands it) names, and true. It matches as case-insensitive
+// JSON decoders do (Go's encoding/json, .NET), after unescaping: "User",
+// "\u0075ser" and "MSG_ID" all name reserved fields, so no client can
+// smuggle one past a consumer that reads keys that way.
+func ReservedField(k []byte) (string, bool) {
+	for _, f := range ReservedFields {
+		if jsonobj.KeyFold(k, f) {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+// ReservedTypes are the message types no client or backend may send: the
+// requests of the WebSocket protocol, what only the gateway sends, and the
+// system messages of the backend API.
+var ReservedTypes = [...]string{"join", "joined", "create", "created", "refresh", "refreshed", "error",
+	"presence", "audience", "game_created", "game_ended"}
+
+// IsReservedType reports whether t is one of ReservedTypes.
+func IsReservedType(t string) bool {
+	for _, r := range ReservedTypes {
+		if t == r {
+			return true
+		}
+	}
+	return false
+}
 
 // StoredTS returns a stored message's append time: the Gr-Ts header value
 // hdr if it has one (messages stored before 2026-11-30), else the stamped
