@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,24 +16,52 @@ import (
 // Games records which games were created with tokens (by a gateway's
 // create or the backend API), in the <ns>_games bucket: such games admit
 // only token holders, even where anonymous play is allowed. Entries are
-// small (the creation time) and kept as long as the bucket; safe for
-// concurrent use.
+// small (the creation time) and kept as long as the bucket. The bucket is
+// opened on first use (the sequencers provision it), so a gateway may
+// start before them. Safe for concurrent use.
 type Games struct {
 	// Static after construction.
+	js     jetstream.JetStream
+	bucket string
+
+	mu sync.Mutex
+	// Guarded by mu.
 	kv jetstream.KeyValue
 }
 
-// OpenGames opens the games bucket (see Provision).
-func OpenGames(ctx context.Context, nc *nats.Conn, cfg Config) (*Games, error) {
+// NewGames returns the registry of the installation cfg describes.
+func NewGames(nc *nats.Conn, cfg Config) (*Games, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.KeyValue(ctx, cfg.withDefaults().names().GamesBucket())
+	return &Games{js: js, bucket: cfg.withDefaults().names().GamesBucket()}, nil
+}
+
+// OpenGames is NewGames that opens the bucket at once (see Provision).
+func OpenGames(ctx context.Context, nc *nats.Conn, cfg Config) (*Games, error) {
+	g, err := NewGames(nc, cfg)
 	if err != nil {
-		return nil, errors.Join(errors.New("sequencer: open games bucket (run Provision first)"), err)
+		return nil, err
 	}
-	return &Games{kv: kv}, nil
+	if _, err := g.open(ctx); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *Games) open(ctx context.Context) (jetstream.KeyValue, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.kv != nil {
+		return g.kv, nil
+	}
+	kv, err := g.js.KeyValue(ctx, g.bucket)
+	if err != nil {
+		return nil, errors.Join(errors.New("sequencer: open the games bucket (the sequencers provision it)"), err)
+	}
+	g.kv = kv
+	return kv, nil
 }
 
 // MarkCreated records game as created with tokens; marking it again is
@@ -41,7 +70,11 @@ func (g *Games) MarkCreated(ctx context.Context, game string) error {
 	if err := wire.ValidateGame(game); err != nil {
 		return errorf(wire.CodeInvalidGame, "%v", err)
 	}
-	_, err := g.kv.Create(ctx, game, []byte(strconv.FormatInt(time.Now().Unix(), 10)))
+	kv, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = kv.Create(ctx, game, []byte(strconv.FormatInt(time.Now().Unix(), 10)))
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return nil
 	}
@@ -53,7 +86,11 @@ func (g *Games) Created(ctx context.Context, game string) (bool, error) {
 	if wire.ValidateGame(game) != nil {
 		return false, nil
 	}
-	_, err := g.kv.Get(ctx, game)
+	kv, err := g.open(ctx)
+	if err != nil {
+		return false, err
+	}
+	_, err = kv.Get(ctx, game)
 	switch {
 	case err == nil:
 		return true, nil

@@ -38,8 +38,17 @@ type Config struct {
 	// gateway's secret, at least 32 bytes). Without it creating games
 	// answers 501 create_disabled.
 	TokenSecret []byte
+	// TokenSecretID is TokenSecret's key id, written as kid into minted
+	// tokens (the gateway's TokenSecretID).
+	TokenSecretID string
 	// TokenTTL is the default lifetime of minted tokens. Default 24h.
 	TokenTTL time.Duration
+	// MaxTokenLifetime is the longest lifetime a create may ask for: the
+	// longest the gateways accept (their token MaxLifetime). Default 24h.
+	MaxTokenLifetime time.Duration
+	// Registry records created games, which admit only token holders;
+	// nil: not recorded.
+	Registry gateway.Registry
 	// MaxBodyBytes bounds a request body. Default 64 KiB.
 	MaxBodyBytes int
 	// Timeout bounds one request's work on the log and the archive.
@@ -57,6 +66,9 @@ const maxTokenTTL = 366 * 24 * time.Hour
 func (c Config) withDefaults() Config {
 	if c.TokenTTL == 0 {
 		c.TokenTTL = 24 * time.Hour
+	}
+	if c.MaxTokenLifetime == 0 {
+		c.MaxTokenLifetime = 24 * time.Hour
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 64 << 10
@@ -82,8 +94,10 @@ func (c Config) Validate() error {
 		return errors.New("httpapi: Reader is required")
 	case len(c.TokenSecret) > 0 && len(c.TokenSecret) < token.MinSecretBytes:
 		return fmt.Errorf("httpapi: TokenSecret: want at least %d bytes", token.MinSecretBytes)
-	case c.TokenTTL < time.Second || c.TokenTTL > maxTokenTTL:
-		return fmt.Errorf("httpapi: TokenTTL %s: want 1s..%s", c.TokenTTL, maxTokenTTL)
+	case c.MaxTokenLifetime < time.Second || c.MaxTokenLifetime > maxTokenTTL:
+		return fmt.Errorf("httpapi: MaxTokenLifetime %s: want 1s..%s", c.MaxTokenLifetime, maxTokenTTL)
+	case c.TokenTTL < time.Second || c.TokenTTL > c.MaxTokenLifetime:
+		return fmt.Errorf("httpapi: TokenTTL %s: want 1s..MaxTokenLifetime (%s)", c.TokenTTL, c.MaxTokenLifetime)
 	case c.MaxBodyBytes < 256 || c.MaxBodyBytes > 1<<20-4096:
 		return fmt.Errorf("httpapi: MaxBodyBytes %d: want 256..%d", c.MaxBodyBytes, 1<<20-4096)
 	case c.Timeout < 0:
@@ -173,7 +187,7 @@ func New(cfg Config) (*API, error) {
 		a.keys = append(a.keys, apiKey{owner: owner, sum: sha256.Sum256([]byte(cfg.Keys[owner]))})
 	}
 	if len(cfg.TokenSecret) > 0 {
-		s, err := token.NewHMACSigner(cfg.TokenSecret, "")
+		s, err := token.NewHMACSigner(cfg.TokenSecret, cfg.TokenSecretID)
 		if err != nil {
 			return nil, fmt.Errorf("httpapi: TokenSecret: %w", err)
 		}

@@ -101,7 +101,7 @@ func (a *API) createGame(r *http.Request, owner string) (int, any, error) {
 			return 0, nil, appendError(err)
 		}
 		if res.MsgID == 1 && !res.Duplicate {
-			return a.created(game, ttl, req.Players)
+			return a.created(ctx, game, ttl, req.Players)
 		}
 		duplicate = res.Duplicate
 	}
@@ -113,7 +113,7 @@ func (a *API) createGame(r *http.Request, owner string) (int, any, error) {
 		return 0, nil, err
 	}
 	if first != nil && ownCreate(first.Data, owner, createKey, duplicate) {
-		return a.created(game, ttl, req.Players)
+		return a.created(ctx, game, ttl, req.Players)
 	}
 	return 0, nil, errorf(http.StatusConflict, wire.CodeGameExists, "game %s already exists", game)
 }
@@ -143,8 +143,8 @@ func (a *API) decodeCreate(r *http.Request) (createRequest, time.Duration, error
 		}
 	}
 	if req.TTL != "" {
-		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl < time.Second || ttl > maxTokenTTL {
-			return req, 0, errorf(http.StatusBadRequest, wire.CodeInvalidMessage, `"ttl": want a duration from 1s to %s such as "24h"`, maxTokenTTL)
+		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl < time.Second || ttl > a.cfg.MaxTokenLifetime {
+			return req, 0, errorf(http.StatusBadRequest, wire.CodeInvalidMessage, `"ttl": want a duration from 1s to %s (the gateway's longest token lifetime) such as "2h"`, a.cfg.MaxTokenLifetime)
 		}
 	}
 	if len(req.Players) > maxPlayers {
@@ -206,7 +206,14 @@ func (a *API) first(ctx context.Context, game string) (*sequencer.Stored, error)
 }
 
 // created mints the tokens of a created game.
-func (a *API) created(game string, ttl time.Duration, players []playerRequest) (int, any, error) {
+func (a *API) created(ctx context.Context, game string, ttl time.Duration, players []playerRequest) (int, any, error) {
+	if a.cfg.Registry != nil {
+		// The game admits only token holders, even where anonymous play
+		// is allowed: recorded before any token is handed out.
+		if err := a.cfg.Registry.MarkCreated(ctx, game); err != nil {
+			return 0, nil, unavailable("the game could not be recorded; try again", err)
+		}
+	}
 	now := time.Now()
 	iat := now.Unix()
 	exp := now.Add(ttl).Unix()
