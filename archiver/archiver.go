@@ -48,6 +48,9 @@ type Archiver struct {
 	// failGames runs before a games update of n messages; a non-nil result
 	// fails it.
 	failGames func(p, n int) error
+	// slowLookup runs before a look-up of duplicates in an attempt at n
+	// messages, bounded by timeout; true makes it time out.
+	slowLookup func(p, n int, timeout time.Duration) bool
 
 	indexed   atomic.Bool
 	serving   atomic.Bool
@@ -244,7 +247,9 @@ func (a *Archiver) runPartition(ctx context.Context, p int) {
 // The batch is written in attempts. An attempt that fails is followed, after
 // a backoff, by one covering at most half as many messages, down to single
 // messages, so a batch too big to be written within WriteTimeout still gets
-// written; the next batch starts whole again. What an attempt learned about
+// written; the next batch starts whole again. (If only its look-up of
+// duplicates timed out, the next attempt keeps its size and gets twice the
+// time for the look-up instead.) What an attempt learned about
 // a message (inserted, archived already, conflicting) is kept, so a later
 // attempt neither writes nor looks it up again. Each attempt acknowledges
 // the messages it settled, and the ones it left go behind the rest of the
@@ -318,9 +323,12 @@ func (a *Archiver) archiveBatch(ctx context.Context, p int, msgs []jetstream.Msg
 			}
 		}
 		if errors.Is(err, errSlowLookup) {
+			// Halves would cost a pass each on FerretDB: give the same
+			// messages more time instead.
 			slowLookups++
+		} else {
+			size = max(len(part)/2, 1)
 		}
-		size = max(len(part)/2, 1)
 		d := a.backoff(failed)
 		failed++
 		if ctx.Err() == nil {
@@ -430,6 +438,10 @@ func (a *Archiver) settle(ctx context.Context, p int, part []*message, lookupTim
 	}
 	// A look-up only reads: it stops when ctx ends.
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	if a.slowLookup != nil && a.slowLookup(p, len(part), lookupTimeout) {
+		cancel()
+		lctx, cancel = context.WithDeadline(ctx, time.Now()) // already passed
+	}
 	found, lerr := a.archive.lookup(lctx, part)
 	cancel()
 	res.duplicates, res.conflicts = found.duplicates, found.conflicts

@@ -554,6 +554,32 @@ func TestTwoReplicasExactlyOnce(t *testing.T) {
 	}
 }
 
+// crashAfterInsert runs an archiver that dies right after inserting its
+// first batch, before looking up duplicates, updating games or acking, so
+// the batch will be redelivered. It returns the number of documents in
+// messages then.
+func (e *env) crashAfterInsert() int64 {
+	e.t.Helper()
+	crashed := make(chan struct{})
+	a := e.start(e.config(), func(a *Archiver) {
+		a.crashAfterInsert = func(int) error {
+			close(crashed)
+			return errCrashed
+		}
+	})
+	select {
+	case <-crashed:
+	case <-time.After(20 * time.Second):
+		e.t.Fatal("first batch never written")
+	}
+	a.stop(e.t)
+	n := e.count(bson.D{})
+	if n < 1 {
+		e.t.Fatal("nothing inserted before the crash")
+	}
+	return n
+}
+
 // finds records the filters of the find commands a client sends to the
 // messages collection.
 type finds struct {
@@ -656,25 +682,7 @@ func TestRedeliveryLookedUpOnceByIndex(t *testing.T) {
 	}
 	games := []string{"a", "b", "c"}
 	frames := e.appendN(games, 10)
-
-	// A inserts the batch and dies before looking anything up.
-	crashed := make(chan struct{})
-	a := e.start(e.config(), func(a *Archiver) {
-		a.crashAfterInsert = func(int) error {
-			close(crashed)
-			return errCrashed
-		}
-	})
-	select {
-	case <-crashed:
-	case <-time.After(20 * time.Second):
-		t.Fatal("first batch never written")
-	}
-	a.stop(t)
-	inserted := e.count(bson.D{}) - 1
-	if inserted < 1 {
-		t.Fatal("nothing inserted before the crash")
-	}
+	inserted := e.crashAfterInsert() - 1
 
 	// B gets the batch again; its first games update fails.
 	client, seen := e.monitoredClient()
@@ -784,5 +792,51 @@ func TestTimedOutBatchSplit(t *testing.T) {
 	}
 	if testutil.ToFloat64(cfg.Metrics.Conflicts) != 0 {
 		t.Fatal("conflicts from the archiver's own inserts")
+	}
+}
+
+// TestSlowLookupGetsMoreTime: when the look-up of a redelivered batch's
+// duplicates times out (on FerretDB a pass over the whole collection, however
+// few messages it asks for), the next attempt covers the same messages and
+// gives the look-up twice as long, instead of failing the same way forever
+// or splitting the batch into halves that each need a pass.
+func TestSlowLookupGetsMoreTime(t *testing.T) {
+	e := newEnv(t, sequencer.Config{Partitions: 1})
+	games := gameNames("l", 2)
+	frames := e.appendN(games, 20)
+	inserted := e.crashAfterInsert()
+
+	cfg := e.config()
+	cfg.WriteTimeout = time.Second
+	type call struct {
+		n       int
+		timeout time.Duration
+	}
+	var mu sync.Mutex
+	var calls []call
+	e.start(cfg, func(a *Archiver) {
+		a.slowLookup = func(_, n int, timeout time.Duration) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, call{n, timeout})
+			return len(calls) <= 2
+		}
+	})
+	e.waitCount(2 * 20)
+	for _, g := range games {
+		e.checkGame(g, frames[g])
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) < 3 {
+		t.Fatalf("look-ups %v; want two that timed out, then one that did not", calls)
+	}
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		if calls[i].n != calls[0].n || calls[i].timeout != want {
+			t.Fatalf("look-ups %v; want %d messages each time, with 1s, 2s, 4s", calls, calls[0].n)
+		}
+	}
+	if d := testutil.ToFloat64(cfg.Metrics.Duplicates); d != float64(inserted) {
+		t.Fatalf("duplicates_total %v, want the %d redelivered", d, inserted)
 	}
 }
