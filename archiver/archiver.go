@@ -21,8 +21,8 @@ import (
 )
 
 // Archiver copies the partition streams into MongoDB. Each partition has a
-// durable pull consumer shared by every archiver replica; a batch is
-// acknowledged only after MongoDB acknowledged its write (write concern
+// durable pull consumer shared by every archiver replica; a message is
+// acknowledged only after MongoDB acknowledged its document (write concern
 // majority), and the unique index on (game, msg_id) turns redeliveries into
 // no-ops, so every message lands exactly once in effect. It also serves the
 // history request API (see HistoryClient).
