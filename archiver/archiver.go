@@ -1,6 +1,7 @@
 package archiver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,8 +21,8 @@ import (
 )
 
 // Archiver copies the partition streams into MongoDB. Each partition has a
-// durable pull consumer shared by every archiver replica; a batch is
-// acknowledged only after MongoDB acknowledged its write (write concern
+// durable pull consumer shared by every archiver replica; a message is
+// acknowledged only after MongoDB acknowledged its document (write concern
 // majority), and the unique index on (game, msg_id) turns redeliveries into
 // no-ops, so every message lands exactly once in effect. It also serves the
 // history request API (see HistoryClient).
@@ -35,10 +36,21 @@ type Archiver struct {
 	m       *Metrics // may be nil
 	// infoEvery is how often consumer info feeds the pending gauges.
 	infoEvery time.Duration
-	// crashAfterInsert, if set (tests), runs after a batch's messages were
-	// inserted; a non-nil result makes the partition stop at once, as if
-	// the process died: no games update, no ack, no nak.
+	// Test hooks, nil in production.
+	// crashAfterInsert runs after an attempt's insert; a non-nil result
+	// makes the partition stop at once, as if the process died: no games
+	// update, no ack, no nak.
 	crashAfterInsert func(p int) error
+	// loseInsertAnswer runs after an attempt's insert of n messages; true
+	// makes the archiver forget the answer, as when the insert was applied
+	// but its reply timed out.
+	loseInsertAnswer func(p, n int) bool
+	// failGames runs before a games update of n messages; a non-nil result
+	// fails it.
+	failGames func(p, n int) error
+	// slowLookup runs before a look-up of duplicates in an attempt at n
+	// messages, bounded by timeout; true makes it time out.
+	slowLookup func(p, n int, timeout time.Duration) bool
 
 	indexed   atomic.Bool
 	serving   atomic.Bool
@@ -229,12 +241,24 @@ func (a *Archiver) runPartition(ctx context.Context, p int) {
 	}
 }
 
-// archiveBatch writes msgs and acknowledges them once MongoDB has them. It
+// archiveBatch writes msgs and acknowledges each once MongoDB has it. It
 // returns false only when a test hook simulated a crash.
+//
+// The batch is written in attempts. An attempt that fails is followed, after
+// a backoff, by one covering at most half as many messages, down to single
+// messages, so a batch too big to be written within WriteTimeout still gets
+// written; the next batch starts whole again. (If only its look-up of
+// duplicates timed out, the next attempt keeps its size and gets twice the
+// time for the look-up instead.) What an attempt learned about
+// a message (inserted, archived already, conflicting) is kept, so a later
+// attempt neither writes nor looks it up again. Each attempt acknowledges
+// the messages it settled, and the ones it left go behind the rest of the
+// batch: a message that keeps failing never holds up the others, and is
+// never acknowledged unwritten.
 func (a *Archiver) archiveBatch(ctx context.Context, p int, msgs []jetstream.Msg) bool {
 	a.m.batch(len(msgs))
-	batch := make([]*message, 0, len(msgs))
-	keep := msgs[:0:0]
+	rest := make([]*message, 0, len(msgs))
+	jms := make(map[*message]jetstream.Msg, len(msgs))
 	for _, jm := range msgs {
 		m, err := a.parse(p, jm)
 		if err != nil {
@@ -245,80 +269,198 @@ func (a *Archiver) archiveBatch(ctx context.Context, p int, msgs []jetstream.Msg
 			_ = jm.TermWithReason("gamerelay archiver: " + err.Error())
 			continue
 		}
-		batch = append(batch, m)
-		keep = append(keep, jm)
+		rest = append(rest, m)
+		jms[m] = jm
 	}
-	msgs = keep
-	if len(batch) == 0 {
+	if len(rest) == 0 {
 		return true
 	}
-	oldest, newest := batch[0].ts, batch[0].ts
-	for _, m := range batch {
-		oldest, newest = min(oldest, m.ts), max(newest, m.ts)
+	streamMsgs := func(ms []*message) []jetstream.Msg {
+		out := make([]jetstream.Msg, len(ms))
+		for i, m := range ms {
+			out[i] = jms[m]
+		}
+		return out
 	}
-	a.held[p].Store(max(oldest, 1))
 	defer a.held[p].Store(0)
 	// Keep the batch ours while it is written and retried.
-	release := holdBatch(msgs, a.cfg.AckWait/3)
-	for attempt := 0; ; attempt++ {
-		// A write in progress is finished even when ctx ends.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.WriteTimeout)
-		err := a.write(wctx, p, batch, attempt >= 2)
-		cancel()
-		if err == nil {
-			break
-		}
+	h := holdBatch(streamMsgs(rest), a.cfg.AckWait/3)
+	defer h.release()
+	size := len(rest)
+	failed, slowLookups := 0, 0 // consecutive failed attempts; look-ups that timed out
+	for len(rest) > 0 {
+		a.held[p].Store(max(oldestTS(rest), 1))
+		part := rest[:min(size, len(rest))]
+		done, err := a.attempt(ctx, p, part, a.cfg.WriteTimeout<<min(slowLookups, 4))
 		if errors.Is(err, errCrashed) {
-			release()
 			return false
 		}
+		acked := make(map[*message]bool, len(done))
+		for _, m := range done {
+			acked[m] = true
+		}
+		left := make([]*message, 0, len(rest)-len(done))
+		left = append(left, rest[len(part):]...)
+		for _, m := range part {
+			if !acked[m] {
+				left = append(left, m)
+			}
+		}
+		rest = left
+		if len(done) > 0 {
+			h.set(streamMsgs(rest))
+			a.ackAll(p, streamMsgs(done))
+			a.m.lag(p, time.Since(time.UnixMilli(newestTS(done))))
+		}
+		if err == nil {
+			failed = 0
+			continue
+		}
 		a.m.writeError()
-		d := a.backoff(attempt)
+		for _, m := range part {
+			if !m.state.settled() {
+				m.failures++
+			}
+		}
+		if errors.Is(err, errSlowLookup) {
+			// Halves would cost a pass each on FerretDB: give the same
+			// messages more time instead.
+			slowLookups++
+		} else {
+			size = max(len(part)/2, 1)
+		}
+		d := a.backoff(failed)
+		failed++
 		if ctx.Err() == nil {
-			a.log.Warn("archiver: write failed; retrying", "partition", p, "messages", len(batch), "attempt", attempt+1, "err", err, "retry_in", d)
+			a.log.Warn("archiver: write failed; retrying", "partition", p, "messages", len(part), "written", len(done),
+				"left", len(rest), "next_messages", min(size, len(rest)), "attempt", failed, "err", err, "retry_in", d)
 		}
 		if ctx.Err() != nil || !sleep(ctx, d) {
-			release()
-			a.log.Warn("archiver: stopping with an unwritten batch; JetStream redelivers it", "partition", p, "messages", len(msgs), "err", err)
-			nakAll(msgs)
+			h.release()
+			a.log.Warn("archiver: stopping with unwritten messages; JetStream redelivers them", "partition", p, "messages", len(rest), "err", err)
+			nakAll(streamMsgs(rest))
 			return true
 		}
 	}
-	release()
-	a.ackAll(p, msgs)
-	a.m.lag(p, time.Since(time.UnixMilli(newest)))
 	return true
 }
 
-var errCrashed = errors.New("archiver: simulated crash")
+func oldestTS(ms []*message) int64 {
+	ts := ms[0].ts
+	for _, m := range ms {
+		ts = min(ts, m.ts)
+	}
+	return ts
+}
 
-// write inserts the batch and folds it into the games collection.
-// Conflicting messages (see ConflictsCollection) are left out of games.
-func (a *Archiver) write(ctx context.Context, p int, batch []*message, fallback bool) error {
-	res, err := a.archive.insert(ctx, batch, fallback)
-	a.m.inserted(res)
-	if res.fallbacks > 0 {
-		a.log.Error("archiver: MongoDB refused message bodies; archived them with raw only", "partition", p, "messages", res.fallbacks)
+func newestTS(ms []*message) int64 {
+	ts := ms[0].ts
+	for _, m := range ms {
+		ts = max(ts, m.ts)
 	}
-	for _, m := range res.conflicts {
-		a.log.Error("archiver: msg_id already archived from another stream message (numbers reused); kept in "+ConflictsCollection,
-			"game", m.game, "msg_id", m.id, "partition", p, "seq", m.seq)
+	return ts
+}
+
+var (
+	errCrashed = errors.New("archiver: simulated crash")
+	// errSlowLookup marks a look-up of duplicates that timed out: the next
+	// one gets twice as long, since on FerretDB its cost grows with the
+	// collection, not with the number of messages looked up.
+	errSlowLookup = errors.New("archiver: duplicate look-up timed out")
+)
+
+// attempt makes one attempt at archiving part: it inserts the messages not
+// known to be archived, looks up the duplicates among them, keeps the
+// conflicting ones in ConflictsCollection and folds every settled message
+// into games. It returns the messages of part that are now settled and
+// summarised, ready to be acknowledged (also when a later step failed),
+// and the first error. Writes get WriteTimeout each, the look-up
+// lookupTimeout; a write in progress is finished even when ctx ends.
+func (a *Archiver) attempt(ctx context.Context, p int, part []*message, lookupTimeout time.Duration) (done []*message, err error) {
+	err = a.settle(ctx, p, part, lookupTimeout)
+	if errors.Is(err, errCrashed) {
+		return nil, err
 	}
-	if err != nil {
-		return err
-	}
-	if a.crashAfterInsert != nil {
-		if err := a.crashAfterInsert(p); err != nil {
-			return errCrashed
+	for _, m := range part {
+		if m.state.settled() {
+			done = append(done, m)
 		}
 	}
-	conflict := make(map[*message]bool, len(res.conflicts))
-	for _, m := range res.conflicts {
-		conflict[m] = true
+	if len(done) == 0 {
+		return nil, err
 	}
+	if gerr := a.summarise(ctx, p, done); gerr != nil {
+		return nil, cmp.Or(err, gerr)
+	}
+	if err == nil && len(done) < len(part) {
+		err = fmt.Errorf("archiver: %d messages left unsettled", len(part)-len(done))
+	}
+	return done, err
+}
+
+// settle brings the messages of part into the archive as far as it can,
+// recording the outcome in each one's state.
+func (a *Archiver) settle(ctx context.Context, p int, part []*message, lookupTimeout time.Duration) error {
+	var res insertResult
+	defer func() {
+		a.m.inserted(res)
+		if res.fallbacks > 0 {
+			a.log.Error("archiver: MongoDB refused message bodies; archived them with raw only", "partition", p, "messages", res.fallbacks)
+		}
+		for _, m := range res.conflicts {
+			a.log.Error("archiver: msg_id already archived from another stream message (numbers reused); kept in "+ConflictsCollection,
+				"game", m.game, "msg_id", m.id, "partition", p, "seq", m.seq)
+		}
+	}()
+	var before []archState
+	if a.loseInsertAnswer != nil {
+		before = make([]archState, len(part))
+		for i, m := range part {
+			before[i] = m.state
+		}
+	}
+	wctx, cancel := a.writeContext(ctx)
+	ins, err := a.archive.insert(wctx, part)
+	cancel()
+	if a.loseInsertAnswer != nil && a.loseInsertAnswer(p, len(part)) {
+		for i, m := range part {
+			m.state = before[i]
+		}
+		ins, err = insertResult{}, fmt.Errorf("archiver: insert: %w", context.DeadlineExceeded)
+	}
+	res.inserted, res.fallbacks = ins.inserted, ins.fallbacks
+	if err == nil && a.crashAfterInsert != nil && a.crashAfterInsert(p) != nil {
+		return errCrashed
+	}
+	// Refused documents do not keep the others from being settled.
+	if err != nil && !errors.Is(err, errDocumentRefused) {
+		return err
+	}
+	// A look-up only reads: it stops when ctx ends.
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	if a.slowLookup != nil && a.slowLookup(p, len(part), lookupTimeout) {
+		cancel()
+		lctx, cancel = context.WithDeadline(ctx, time.Now()) // already passed
+	}
+	found, lerr := a.archive.lookup(lctx, part)
+	cancel()
+	res.duplicates, res.conflicts = found.duplicates, found.conflicts
+	if lerr != nil && errors.Is(lerr, context.DeadlineExceeded) && ctx.Err() == nil {
+		lerr = fmt.Errorf("%w: %w", errSlowLookup, lerr)
+	}
+	wctx, cancel = a.writeContext(ctx)
+	cerr := a.archive.storeConflicts(wctx, part)
+	cancel()
+	return cmp.Or(err, lerr, cerr)
+}
+
+// summarise folds the archived messages of ms into games. Conflicting
+// messages (see ConflictsCollection) are left out.
+func (a *Archiver) summarise(ctx context.Context, p int, ms []*message) error {
 	games := make(map[string]*gameUpdate)
-	for _, m := range batch {
-		if conflict[m] {
+	n := 0
+	for _, m := range ms {
+		if m.state != stateArchived {
 			continue
 		}
 		g := games[m.game]
@@ -327,8 +469,22 @@ func (a *Archiver) write(ctx context.Context, p int, batch []*message, fallback 
 			games[m.game] = g
 		}
 		g.add(m)
+		n++
 	}
-	return a.archive.updateGames(ctx, games)
+	if a.failGames != nil {
+		if err := a.failGames(p, n); err != nil {
+			return err
+		}
+	}
+	wctx, cancel := a.writeContext(ctx)
+	defer cancel()
+	return a.archive.updateGames(wctx, games)
+}
+
+// writeContext bounds one write by WriteTimeout; the write is finished
+// even when ctx ends.
+func (a *Archiver) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), a.cfg.WriteTimeout)
 }
 
 // parse reads a fetched stream message.
@@ -389,30 +545,55 @@ func (a *Archiver) ackAll(p int, msgs []jetstream.Msg) {
 }
 
 // holdBatch keeps JetStream from redelivering msgs while they are being
-// written or retried: it reports progress on them every interval until the
-// returned release is called (release waits for it to stop).
-func holdBatch(msgs []jetstream.Msg, every time.Duration) (release func()) {
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				for _, jm := range msgs {
-					_ = jm.InProgress()
-				}
+// written or retried: it reports progress on them (or on those given to
+// set since) every interval until release is called.
+func holdBatch(msgs []jetstream.Msg, every time.Duration) *holder {
+	h := &holder{msgs: msgs, stop: make(chan struct{}), done: make(chan struct{})}
+	go h.run(every)
+	return h
+}
+
+// holder is the goroutine of holdBatch.
+type holder struct {
+	// Static after construction.
+	stop, done chan struct{}
+
+	once sync.Once // closes stop
+
+	mu   sync.Mutex
+	msgs []jetstream.Msg // guarded by mu
+}
+
+func (h *holder) run(every time.Duration) {
+	defer close(h.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+			h.mu.Lock()
+			msgs := h.msgs
+			h.mu.Unlock()
+			for _, jm := range msgs {
+				_ = jm.InProgress()
 			}
 		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() { close(stop) })
-		<-done
 	}
+}
+
+// set replaces the messages held.
+func (h *holder) set(msgs []jetstream.Msg) {
+	h.mu.Lock()
+	h.msgs = msgs
+	h.mu.Unlock()
+}
+
+// release stops holding and waits for the goroutine to end.
+func (h *holder) release() {
+	h.once.Do(func() { close(h.stop) })
+	<-h.done
 }
 
 func nakAll(msgs []jetstream.Msg) {

@@ -18,7 +18,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -115,7 +117,14 @@ func (r *running) stop(t *testing.T) {
 // start runs an archiver until the test ends (or stop).
 func (e *env) start(cfg Config, hook func(*Archiver)) *running {
 	e.t.Helper()
-	a, err := New(e.conn(), e.client, cfg)
+	return e.startWith(e.client, cfg, hook)
+}
+
+// startWith runs an archiver writing through client until the test ends
+// (or stop).
+func (e *env) startWith(client *mongo.Client, cfg Config, hook func(*Archiver)) *running {
+	e.t.Helper()
+	a, err := New(e.conn(), client, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -542,5 +551,292 @@ func TestTwoReplicasExactlyOnce(t *testing.T) {
 	t.Logf("archiver A inserted %v, B %v", a, b)
 	if a+b != 6*40 {
 		t.Fatalf("archivers inserted %v + %v messages, want %d in total", a, b, 6*40)
+	}
+}
+
+// crashAfterInsert runs an archiver that dies right after inserting its
+// first batch, before looking up duplicates, updating games or acking, so
+// the batch will be redelivered. It returns the number of documents in
+// messages then.
+func (e *env) crashAfterInsert() int64 {
+	e.t.Helper()
+	crashed := make(chan struct{})
+	a := e.start(e.config(), func(a *Archiver) {
+		a.crashAfterInsert = func(int) error {
+			close(crashed)
+			return errCrashed
+		}
+	})
+	select {
+	case <-crashed:
+	case <-time.After(20 * time.Second):
+		e.t.Fatal("first batch never written")
+	}
+	a.stop(e.t)
+	n := e.count(bson.D{})
+	if n < 1 {
+		e.t.Fatal("nothing inserted before the crash")
+	}
+	return n
+}
+
+// finds records the filters of the find commands a client sends to the
+// messages collection.
+type finds struct {
+	mu      sync.Mutex
+	filters []bson.Raw
+}
+
+func (f *finds) all() []bson.Raw {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.filters)
+}
+
+// monitoredClient connects to the env's MongoDB with a command monitor
+// recording every find on the messages collection.
+func (e *env) monitoredClient() (*mongo.Client, *finds) {
+	e.t.Helper()
+	f := &finds{}
+	mon := &event.CommandMonitor{Started: func(_ context.Context, ev *event.CommandStartedEvent) {
+		if ev.CommandName != "find" || ev.Command.Lookup("find").StringValue() != MessagesCollection {
+			return
+		}
+		f.mu.Lock()
+		f.filters = append(f.filters, slices.Clone(ev.Command.Lookup("filter").Document()))
+		f.mu.Unlock()
+	}}
+	client, err := mongo.Connect(options.Client().ApplyURI(e.mongo.URI()).SetServerSelectionTimeout(2 * time.Second).SetMonitor(mon))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	return client, f
+}
+
+// lookedUp checks that filter has the look-up's shape, one branch per game,
+// each an equality on game and a list of msg_ids: the unique (game, msg_id)
+// index bounds every branch. It returns the (game, msg_id)s asked for.
+func lookedUp(t *testing.T, filter bson.Raw) []string {
+	t.Helper()
+	branches := []bson.Raw{filter}
+	if or, err := filter.LookupErr("$or"); err == nil {
+		vals, err := or.Array().Values()
+		if err != nil || len(vals) < 2 {
+			t.Fatalf("look-up %s: $or of %d branches", filter, len(vals))
+		}
+		branches = branches[:0]
+		for _, v := range vals {
+			branches = append(branches, v.Document())
+		}
+	}
+	var keys []string
+	games := map[string]bool{}
+	for _, b := range branches {
+		elems, _ := b.Elements()
+		if len(elems) != 2 || elems[0].Key() != "game" || elems[0].Value().Type != bson.TypeString || elems[1].Key() != "msg_id" {
+			t.Fatalf("look-up %s: branch %s is not {game: G, msg_id: {$in: [...]}}", filter, b)
+		}
+		game := elems[0].Value().StringValue()
+		if games[game] {
+			t.Fatalf("look-up %s: game %s in two branches", filter, game)
+		}
+		games[game] = true
+		in, ok := elems[1].Value().DocumentOK()
+		ie, _ := in.Elements()
+		if !ok || len(ie) != 1 || ie[0].Key() != "$in" {
+			t.Fatalf("look-up %s: branch %s is not {game: G, msg_id: {$in: [...]}}", filter, b)
+		}
+		ids, _ := ie[0].Value().Array().Values()
+		for _, id := range ids {
+			keys = append(keys, fmt.Sprintf("%s/%d", game, id.Int64()))
+		}
+	}
+	return keys
+}
+
+// batches returns how many batches the archiver fetched.
+func batches(t *testing.T, m *Metrics) uint64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.BatchSize.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetHistogram().GetSampleCount()
+}
+
+// TestRedeliveryLookedUpOnceByIndex: a redelivered batch spanning three
+// games, one of whose numbers was reused, is looked up with one query per
+// batch whose every branch the unique (game, msg_id) index bounds, not one
+// per game; what that query found is kept, so the attempt after a failed
+// games update asks nothing again. The redeliveries are absorbed and the
+// reused number lands in conflicts.
+func TestRedeliveryLookedUpOnceByIndex(t *testing.T) {
+	e := newEnv(t, sequencer.Config{Partitions: 1})
+	ctx := context.Background()
+	old := bson.D{{Key: "game", Value: "b"}, {Key: "msg_id", Value: int64(4)}, {Key: "ts", Value: bson.DateTime(1)},
+		{Key: "client_id", Value: ""}, {Key: "type", Value: "old"}, {Key: "raw", Value: `{"type":"old","msg_id":4,"ts":1}`},
+		{Key: "seq", Value: int64(999)}, {Key: "partition", Value: int32(0)}}
+	if _, err := e.db.Collection(MessagesCollection).InsertOne(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	games := []string{"a", "b", "c"}
+	frames := e.appendN(games, 10)
+	inserted := e.crashAfterInsert() - 1
+
+	// B gets the batch again; its first games update fails.
+	client, seen := e.monitoredClient()
+	cfg := e.config()
+	var failOnce sync.Once
+	e.startWith(client, cfg, func(a *Archiver) {
+		a.failGames = func(_, n int) (err error) {
+			failOnce.Do(func() { err = errors.New("test: games update failed") })
+			return err
+		}
+	})
+	e.waitCount(30) // 29 of the stream, and the old msg_id 4 of b
+	e.checkGame("a", frames["a"])
+	e.checkGame("c", frames["c"])
+
+	filters := seen.all()
+	if n := batches(t, cfg.Metrics); uint64(len(filters)) != n {
+		t.Fatalf("%d look-ups for %d batches: %v", len(filters), n, filters)
+	}
+	asked := map[string]bool{}
+	for _, f := range filters {
+		for _, k := range lookedUp(t, f) {
+			if asked[k] {
+				t.Fatalf("%s looked up twice", k)
+			}
+			asked[k] = true
+		}
+	}
+	if len(asked) != int(inserted)+1 {
+		t.Fatalf("looked up %d messages, want the %d inserted before the crash and the reused number", len(asked), inserted+1)
+	}
+	if !asked["b/4"] {
+		t.Fatal("the reused number b/4 was not looked up")
+	}
+	if testutil.ToFloat64(cfg.Metrics.WriteErrors) < 1 {
+		t.Fatal("the games update never failed")
+	}
+
+	var kept struct {
+		Type string `bson:"type"`
+	}
+	if err := e.db.Collection(MessagesCollection).FindOne(ctx, bson.D{{Key: "game", Value: "b"}, {Key: "msg_id", Value: int64(4)}}).Decode(&kept); err != nil || kept.Type != "old" {
+		t.Fatalf("archived b/4: %+v, %v", kept, err)
+	}
+	var conflicts []struct {
+		Game  string `bson:"game"`
+		MsgID int64  `bson:"msg_id"`
+		Raw   string `bson:"raw"`
+	}
+	cur, err := e.db.Collection(ConflictsCollection).Find(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.All(ctx, &conflicts); err != nil {
+		t.Fatal(err)
+	}
+	if len(conflicts) != 1 || conflicts[0].Game != "b" || conflicts[0].MsgID != 4 || conflicts[0].Raw != string(frames["b"][3]) {
+		t.Fatalf("conflicts %+v", conflicts)
+	}
+	c, d, ar := testutil.ToFloat64(cfg.Metrics.Conflicts), testutil.ToFloat64(cfg.Metrics.Duplicates), testutil.ToFloat64(cfg.Metrics.Archived)
+	if c != 1 || d != float64(inserted) || ar != float64(29-inserted) {
+		t.Fatalf("conflicts_total %v, duplicates_total %v, archived_total %v; want 1, %d, %d", c, d, ar, inserted, 29-inserted)
+	}
+}
+
+// TestTimedOutBatchSplit: inserts of more than 16 messages are applied but
+// answered with a timeout. Each failed attempt is followed by one of half
+// its size, down to 16 messages or fewer, which succeed; every message ends up
+// archived exactly once, the ones whose answer was lost counted as
+// duplicates.
+func TestTimedOutBatchSplit(t *testing.T) {
+	e := newEnv(t, sequencer.Config{Partitions: 1})
+	games := gameNames("s", 3)
+	frames := e.appendN(games, 30)
+	cfg := e.config()
+	var mu sync.Mutex
+	var sizes []int
+	e.start(cfg, func(a *Archiver) {
+		a.loseInsertAnswer = func(_, n int) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			sizes = append(sizes, n)
+			return n > 16
+		}
+	})
+	e.waitCount(3 * 30)
+	for _, g := range games {
+		e.checkGame(g, frames[g])
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("attempt sizes %v", sizes)
+	if sizes[0] <= 16 {
+		t.Fatalf("first attempt of %d messages; want a batch bigger than 16", sizes[0])
+	}
+	for i := 1; i < len(sizes); i++ {
+		if sizes[i-1] > 16 && sizes[i] > sizes[i-1]/2 {
+			t.Fatalf("attempt of %d messages after a failed one of %d (sizes %v)", sizes[i], sizes[i-1], sizes)
+		}
+	}
+	if sizes[len(sizes)-1] > 16 {
+		t.Fatalf("last attempt of %d messages", sizes[len(sizes)-1])
+	}
+	ar, d := testutil.ToFloat64(cfg.Metrics.Archived), testutil.ToFloat64(cfg.Metrics.Duplicates)
+	if ar+d != 3*30 || d == 0 {
+		t.Fatalf("archived_total %v + duplicates_total %v; want %d with duplicates from the lost answers", ar, d, 3*30)
+	}
+	if testutil.ToFloat64(cfg.Metrics.Conflicts) != 0 {
+		t.Fatal("conflicts from the archiver's own inserts")
+	}
+}
+
+// TestSlowLookupGetsMoreTime: when the look-up of a redelivered batch's
+// duplicates times out (on FerretDB a pass over the whole collection, however
+// few messages it asks for), the next attempt covers the same messages and
+// gives the look-up twice as long, instead of failing the same way forever
+// or splitting the batch into halves that each need a pass.
+func TestSlowLookupGetsMoreTime(t *testing.T) {
+	e := newEnv(t, sequencer.Config{Partitions: 1})
+	games := gameNames("l", 2)
+	frames := e.appendN(games, 20)
+	inserted := e.crashAfterInsert()
+
+	cfg := e.config()
+	cfg.WriteTimeout = time.Second
+	type call struct {
+		n       int
+		timeout time.Duration
+	}
+	var mu sync.Mutex
+	var calls []call
+	e.start(cfg, func(a *Archiver) {
+		a.slowLookup = func(_, n int, timeout time.Duration) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, call{n, timeout})
+			return len(calls) <= 2
+		}
+	})
+	e.waitCount(2 * 20)
+	for _, g := range games {
+		e.checkGame(g, frames[g])
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) < 3 {
+		t.Fatalf("look-ups %v; want two that timed out, then one that did not", calls)
+	}
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		if calls[i].n != calls[0].n || calls[i].timeout != want {
+			t.Fatalf("look-ups %v; want %d messages each time, with 1s, 2s, 4s", calls, calls[0].n)
+		}
+	}
+	if d := testutil.ToFloat64(cfg.Metrics.Duplicates); d != float64(inserted) {
+		t.Fatalf("duplicates_total %v, want the %d redelivered", d, inserted)
 	}
 }

@@ -35,8 +35,12 @@ type Config struct {
 	// written or retried, the archiver tells JetStream every AckWait/3 that
 	// it is still working on it. Default 30s.
 	AckWait time.Duration
-	// WriteTimeout bounds one write attempt of a batch (insert and games
-	// update). Default 1m.
+	// WriteTimeout bounds each MongoDB write of an attempt at a batch (the
+	// insert, the conflicts, the games update) and the attempt's look-up
+	// of duplicates. After a failed attempt the next one covers at most
+	// half as many messages; after a look-up that timed out, the same
+	// messages with twice as long for the look-up, up to 16 times
+	// WriteTimeout. Default 1m.
 	WriteTimeout time.Duration
 	// MaxBackoff caps the exponential backoff between failed write attempts
 	// (and failed consumer set-ups). Default 10s.

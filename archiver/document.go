@@ -288,7 +288,37 @@ type message struct {
 	// Top-level string fields of the frame; has* tell presence.
 	clientID, user, source, typ string
 	hasUser, hasSource          bool
+
+	// What the archive is known to hold for it, kept across the attempts
+	// of its batch. Owned by the partition goroutine archiving the batch.
+	state archState
+	// failures counts the failed attempts that left it unsettled.
+	failures int
 }
+
+// archState is what the archive is known to hold for a message.
+type archState uint8
+
+const (
+	// stateNew: not known to be archived (never inserted by this
+	// process, or the insert's answer was lost).
+	stateNew archState = iota
+	// stateDuplicate: the insert found its (game, msg_id) archived already,
+	// from a stream message not known yet (see Archive.lookup).
+	stateDuplicate
+	// stateArchived: messages holds it, written from this stream message
+	// (inserted here, or earlier: a redelivery).
+	stateArchived
+	// stateConflict: messages holds its (game, msg_id) from another stream
+	// message; it still has to be kept in ConflictsCollection.
+	stateConflict
+	// stateKept: kept in ConflictsCollection.
+	stateKept
+)
+
+// settled reports whether nothing is left to write for the message but
+// its games summary.
+func (s archState) settled() bool { return s == stateArchived || s == stateKept }
 
 // player is the identity counted in games.players: the user when the token
 // named one, else the connection's client_id; "" for system messages.

@@ -2,6 +2,7 @@ package archiver
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -120,7 +121,7 @@ func normalizeKeys(raw bson.Raw) []byte {
 // isDuplicateKey reports MongoDB's duplicate key error codes.
 func isDuplicateKey(code int) bool { return code == 11000 || code == 11001 || code == 12582 }
 
-// insertResult counts what one insert did.
+// insertResult counts what one step of an attempt did.
 type insertResult struct {
 	inserted, duplicates, fallbacks int
 	// conflicts are messages whose (game, msg_id) the archive holds for
@@ -129,20 +130,33 @@ type insertResult struct {
 }
 
 // errDocumentRefused reports write errors specific to single documents
-// (other than duplicate keys); insert returns it when fallback is false.
+// (other than duplicate keys).
 var errDocumentRefused = errors.New("archiver: MongoDB refused documents")
 
-// insert writes the messages with one unordered InsertMany. A message whose
-// (game, msg_id) is already archived from the same stream message (same
-// partition and sequence) is a redelivery and counts as archived; from
-// another stream message it is a conflict, stored in ConflictsCollection.
-// Other errors of single documents fail the whole insert unless fallback
-// is set; then those documents are written again without their body (raw
-// only, body_error says why). Any other failure is returned; the caller
-// retries the whole batch.
-func (a *Archive) insert(ctx context.Context, ms []*message, fallback bool) (insertResult, error) {
-	docs := make([]any, len(ms))
-	for i, m := range ms {
+// insert writes the messages of ms in stateNew with one unordered
+// InsertMany, on the unique (game, msg_id) index, and records each one's
+// outcome in its state: stateArchived if inserted, stateDuplicate if its
+// (game, msg_id) was archived already (Archive.lookup tells from which
+// stream message). A document MongoDB refuses for another reason stays in
+// stateNew and the insert returns errDocumentRefused, unless its message
+// failed twice before (failures ≥ 2): then it is written again without
+// its body (raw only, body_error says why). Outcomes are recorded even
+// when some documents were refused; on any other failure (timeout,
+// connection, write concern) the insert's outcome is unknown and nothing
+// is recorded.
+func (a *Archive) insert(ctx context.Context, ms []*message) (insertResult, error) {
+	var res insertResult
+	todo := make([]*message, 0, len(ms))
+	for _, m := range ms {
+		if m.state == stateNew {
+			todo = append(todo, m)
+		}
+	}
+	if len(todo) == 0 {
+		return res, nil
+	}
+	docs := make([]any, len(todo))
+	for i, m := range todo {
 		body, err := BodyDocument(m.frame)
 		if err != nil {
 			docs[i] = m.document(nil, err.Error())
@@ -150,130 +164,165 @@ func (a *Archive) insert(ctx context.Context, ms []*message, fallback bool) (ins
 			docs[i] = m.document(body, "")
 		}
 	}
-	var res insertResult
-	dups, refused, err := a.insertDocs(ctx, docs, &res)
+	refused, err := a.insertDocs(ctx, todo, docs, &res)
 	if err != nil {
 		return res, err
 	}
-	dupMsgs := make([]*message, 0, len(dups))
-	for _, i := range dups {
-		dupMsgs = append(dupMsgs, ms[i])
+	var kept *mongo.BulkWriteError // the first refusal left for a later attempt
+	var retry []*message
+	docs = docs[:0]
+	for i := range refused {
+		m := todo[refused[i].Index]
+		if m.failures < 2 {
+			kept = cmp.Or(kept, &refused[i])
+			continue
+		}
+		retry = append(retry, m)
+		docs = append(docs, m.document(nil, "MongoDB refused the body: "+refused[i].Message))
 	}
-	if len(refused) > 0 {
-		if !fallback {
-			return res, fmt.Errorf("%w: %s", errDocumentRefused, refused[0].Message)
-		}
-		retry := make([]*message, 0, len(refused))
-		docs = docs[:0]
-		for _, we := range refused {
-			retry = append(retry, ms[we.Index])
-			docs = append(docs, ms[we.Index].document(nil, "MongoDB refused the body: "+we.Message))
-		}
+	if len(retry) > 0 {
 		before := res.inserted
-		dups, refused, err = a.insertDocs(ctx, docs, &res)
+		refused, err = a.insertDocs(ctx, retry, docs, &res)
+		res.fallbacks = res.inserted - before
 		if err != nil {
 			return res, err
 		}
 		if len(refused) > 0 {
 			return res, fmt.Errorf("%w even without body: %s", errDocumentRefused, refused[0].Message)
 		}
-		res.fallbacks = res.inserted - before
-		for _, i := range dups {
-			dupMsgs = append(dupMsgs, retry[i])
-		}
 	}
-	if len(dupMsgs) > 0 {
-		if res.conflicts, err = a.conflicting(ctx, dupMsgs); err != nil {
-			return res, err
-		}
-		res.duplicates -= len(res.conflicts)
-		if err := a.storeConflicts(ctx, res.conflicts); err != nil {
-			return res, err
-		}
+	if kept != nil {
+		return res, fmt.Errorf("%w: %s", errDocumentRefused, kept.Message)
 	}
 	return res, nil
 }
 
-// insertDocs runs one unordered InsertMany, adds what it did to res and
-// returns the indexes of the documents that already existed and the
-// per-document errors other than duplicate keys.
-func (a *Archive) insertDocs(ctx context.Context, docs []any, res *insertResult) (dups []int, refused []mongo.BulkWriteError, err error) {
+// insertDocs runs one unordered InsertMany of docs (docs[i] is ms[i]'s),
+// sets the states of the messages inserted or found archived already, adds
+// them to res and returns the other per-document errors.
+func (a *Archive) insertDocs(ctx context.Context, ms []*message, docs []any, res *insertResult) (refused []mongo.BulkWriteError, err error) {
 	_, err = a.msgs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	if err == nil {
-		res.inserted += len(docs)
-		return nil, nil, nil
+		for _, m := range ms {
+			m.state = stateArchived
+		}
+		res.inserted += len(ms)
+		return nil, nil
 	}
 	var bwe mongo.BulkWriteException
 	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
-		return nil, nil, fmt.Errorf("archiver: insert: %w", err)
+		return nil, fmt.Errorf("archiver: insert: %w", err)
 	}
+	failed := make(map[int]bool, len(bwe.WriteErrors))
 	for _, we := range bwe.WriteErrors {
+		failed[we.Index] = true
 		if isDuplicateKey(we.Code) {
-			dups = append(dups, we.Index)
+			ms[we.Index].state = stateDuplicate
 		} else {
 			refused = append(refused, we)
 		}
 	}
-	res.duplicates += len(dups)
-	res.inserted += len(docs) - len(dups) - len(refused)
-	return dups, refused, nil
+	for i, m := range ms {
+		if !failed[i] {
+			m.state = stateArchived
+			res.inserted++
+		}
+	}
+	return refused, nil
 }
 
-// conflicting returns the messages of ms whose archived (game, msg_id) came
-// from another stream message.
-func (a *Archive) conflicting(ctx context.Context, ms []*message) ([]*message, error) {
+// lookup finds out, for the messages of ms in stateDuplicate, which stream
+// message the archived document with their (game, msg_id) came from: the
+// same (partition and sequence; a redelivery, now stateArchived) or another
+// (numbers reused, now stateConflict).
+//
+// It sends one query for all of them, whatever the number of games: an
+// $or of {game: G, msg_id: {$in: [...]}}, one branch per game, each of
+// which MongoDB answers from the unique (game, msg_id) index. FerretDB v1
+// (SQLite) uses no index for any query and reads the whole collection, once
+// per query; one query per attempt keeps that to a single pass.
+func (a *Archive) lookup(ctx context.Context, ms []*message) (insertResult, error) {
+	var res insertResult
 	type key struct {
 		game string
 		id   int64
 	}
-	type origin struct {
-		Seq       int64 `bson:"seq"`
-		Partition int32 `bson:"partition"`
-	}
-	byGame := make(map[string]bson.A)
+	var games []string
+	ids := make(map[string]bson.A)
+	dups := make(map[key]*message)
 	for _, m := range ms {
-		byGame[m.game] = append(byGame[m.game], int64(m.id))
+		if m.state != stateDuplicate {
+			continue
+		}
+		if ids[m.game] == nil {
+			games = append(games, m.game)
+		}
+		ids[m.game] = append(ids[m.game], int64(m.id))
+		dups[key{m.game, int64(m.id)}] = m
 	}
-	stored := make(map[key]origin, len(ms))
-	for game, ids := range byGame {
-		cur, err := a.msgs.Find(ctx, bson.D{{Key: "game", Value: game}, {Key: "msg_id", Value: bson.D{{Key: "$in", Value: ids}}}},
-			options.Find().SetProjection(bson.D{{Key: "_id", Value: 0}, {Key: "msg_id", Value: 1}, {Key: "seq", Value: 1}, {Key: "partition", Value: 1}}))
-		if err != nil {
-			return nil, fmt.Errorf("archiver: check duplicates: %w", err)
+	if len(dups) == 0 {
+		return res, nil
+	}
+	branches := make(bson.A, 0, len(games))
+	for _, g := range games {
+		branches = append(branches, bson.D{{Key: "game", Value: g}, {Key: "msg_id", Value: bson.D{{Key: "$in", Value: ids[g]}}}})
+	}
+	filter := branches[0].(bson.D)
+	if len(branches) > 1 {
+		filter = bson.D{{Key: "$or", Value: branches}}
+	}
+	cur, err := a.msgs.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "_id", Value: 0},
+		{Key: "game", Value: 1}, {Key: "msg_id", Value: 1}, {Key: "seq", Value: 1}, {Key: "partition", Value: 1}}))
+	if err != nil {
+		return res, fmt.Errorf("archiver: look up duplicates: %w", err)
+	}
+	var docs []struct {
+		Game      string `bson:"game"`
+		MsgID     int64  `bson:"msg_id"`
+		Seq       int64  `bson:"seq"`
+		Partition int32  `bson:"partition"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return res, fmt.Errorf("archiver: look up duplicates: %w", err)
+	}
+	for _, d := range docs {
+		m := dups[key{d.Game, d.MsgID}]
+		if m == nil || m.state != stateDuplicate {
+			continue
 		}
-		var docs []struct {
-			MsgID     int64 `bson:"msg_id"`
-			Seq       int64 `bson:"seq"`
-			Partition int32 `bson:"partition"`
-		}
-		if err := cur.All(ctx, &docs); err != nil {
-			return nil, fmt.Errorf("archiver: check duplicates: %w", err)
-		}
-		for _, d := range docs {
-			stored[key{game, d.MsgID}] = origin{Seq: d.Seq, Partition: d.Partition}
+		if d.Seq == int64(m.seq) && d.Partition == int32(m.partition) {
+			m.state = stateArchived
+			res.duplicates++
+		} else {
+			m.state = stateConflict
+			res.conflicts = append(res.conflicts, m)
 		}
 	}
-	var out []*message
 	for _, m := range ms {
-		o, ok := stored[key{m.game, int64(m.id)}]
-		if !ok {
-			return nil, fmt.Errorf("archiver: game %s msg_id %d reported as duplicate but not found", m.game, m.id)
-		}
-		if o.Seq != int64(m.seq) || o.Partition != int32(m.partition) {
-			out = append(out, m)
+		if m.state == stateDuplicate {
+			// Gone since the insert (removed by hand?): insert it again.
+			m.state = stateNew
+			err = cmp.Or(err, fmt.Errorf("archiver: game %s msg_id %d reported as duplicate but not found", m.game, m.id))
 		}
 	}
-	return out, nil
+	return res, err
 }
 
-// storeConflicts keeps conflicting messages in ConflictsCollection, once
-// each, so that none is lost.
+// storeConflicts keeps the messages of ms in stateConflict in
+// ConflictsCollection, once each, so that none is lost; they become
+// stateKept.
 func (a *Archive) storeConflicts(ctx context.Context, ms []*message) error {
-	if len(ms) == 0 {
+	var conflicts []*message
+	for _, m := range ms {
+		if m.state == stateConflict {
+			conflicts = append(conflicts, m)
+		}
+	}
+	if len(conflicts) == 0 {
 		return nil
 	}
-	docs := make([]any, 0, len(ms))
-	for _, m := range ms {
+	docs := make([]any, 0, len(conflicts))
+	for _, m := range conflicts {
 		d := bson.D{{Key: "_id", Value: fmt.Sprintf("%s/%d/%d/%d", m.game, m.id, m.partition, m.seq)}}
 		docs = append(docs, append(d, m.document(nil, "conflict: (game, msg_id) already archived from another stream message")...))
 	}
@@ -285,10 +334,13 @@ func (a *Archive) storeConflicts(ctx context.Context, ms []*message) error {
 				return fmt.Errorf("archiver: store conflicts: %w", err)
 			}
 		}
-		return nil
+		err = nil
 	}
 	if err != nil {
 		return fmt.Errorf("archiver: store conflicts: %w", err)
+	}
+	for _, m := range conflicts {
+		m.state = stateKept
 	}
 	return nil
 }
