@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -51,8 +52,12 @@ func devArchive(ctx context.Context, data, mongoListen, natsURL string, cfg sequ
 	a, err := archiver.New(nc, client, archiver.Config{
 		Namespace:  cfg.Namespace,
 		Partitions: cfg.Partitions,
-		Logger:     log,
-		Metrics:    archiver.NewMetrics(reg),
+		// FerretDB (SQLite) answers every query with a pass over the
+		// collection: a redelivered batch's look-up of duplicates takes
+		// about a minute at 150,000 archived messages here.
+		WriteTimeout: 5 * time.Minute,
+		Logger:       log,
+		Metrics:      archiver.NewMetrics(reg),
 	})
 	if err != nil {
 		nc.Close()
