@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/gamerelay/gamerelay/archiver"
 	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/gateway/httpapi"
+	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/admin"
 	"github.com/gamerelay/gamerelay/internal/cli"
 	"github.com/gamerelay/gamerelay/sequencer"
@@ -47,6 +49,21 @@ type gatewayFlags struct {
 	apiKeys        cli.Repeated
 	secretFile     string
 	apiKeysFile    string
+	// Tokens beyond --token-secret.
+	secretID      string
+	tokenKeysFile string
+	publicKeys    cli.Repeated
+	jwksURL       string
+	audience      string
+	issuer        string
+	maxLifetime   time.Duration
+	leeway        time.Duration
+	tokenTTL      time.Duration
+	// Who may come in.
+	anonPrefix      string
+	maxConns        int
+	maxConnsPerAddr int
+	trustedProxies  cli.Repeated
 	// limits bound the public listener's HTTP clients; the zero value
 	// means admin's defaults, which the admin listener has too.
 	limits admin.Limits
@@ -58,8 +75,20 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 		listen, rate, burst = devListenAddr, 0, 0
 	}
 	fs.StringVar(&f.listen, "listen", listen, "address of the public listener (WebSocket at /ws)")
-	fs.StringVar(&f.secret, "token-secret", "", "HS256 secret for player and spectator tokens (at least 16 bytes)")
+	fs.StringVar(&f.secret, "token-secret", "", "HS256 secret for player and spectator tokens (at least 32 bytes); it also signs the tokens create hands out")
 	fs.StringVar(&f.secretFile, "token-secret-file", "", "file holding --token-secret (keeps it out of argv and the environment)")
+	fs.StringVar(&f.secretID, "token-secret-id", "", "key id (kid) of --token-secret: tokens must name it, and create's tokens carry it (needed to rotate keys)")
+	fs.StringVar(&f.tokenKeysFile, "token-keys-file", "", "file of KID=SECRET lines: more HS256 keys tokens may name by kid, e.g. the previous or next key during a rotation (blank lines and # comments allowed)")
+	fs.Var(&f.publicKeys, "token-public-key", "KID=PATH of a PEM public key (Ed25519: EdDSA, P-256: ES256, RSA: RS256) tokens may name by kid; repeatable; PATH alone: the key of tokens without kid")
+	fs.StringVar(&f.jwksURL, "token-jwks-url", "", "URL of a JSON Web Key Set (an identity provider's public keys, by kid), fetched at start and refreshed every 5 minutes")
+	fs.StringVar(&f.audience, "token-audience", "", "if set, tokens must list it in aud")
+	fs.StringVar(&f.issuer, "token-issuer", "", "if set, tokens must have it as iss")
+	fs.DurationVar(&f.maxLifetime, "token-max-lifetime", 24*time.Hour, "longest lifetime a token may have (exp - iat, or exp - now without iat); longer ones are refused")
+	fs.DurationVar(&f.leeway, "token-leeway", 0, "clock skew tolerated on exp and nbf (at most 5m)")
+	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "lifetime of the tokens create and the API hand out (at most --token-max-lifetime)")
+	fs.IntVar(&f.maxConns, "max-conns", 0, "most WebSocket connections on this gateway; beyond, 503 (0: no limit)")
+	fs.IntVar(&f.maxConnsPerAddr, "max-conns-per-addr", 0, "most connections from one client address (see --trusted-proxies); beyond, 503 (0: no limit)")
+	fs.Var(&f.trustedProxies, "trusted-proxies", "CIDRs of the proxies in front of the gateway (ingress, load balancer): from them, X-Forwarded-For names the client; comma-separated or repeated")
 	fs.Var(&f.origins, "origins", "allowed WebSocket Origin values, comma-separated or repeated (empty: any)")
 	fs.IntVar(&f.maxMsg, "max-message-bytes", 64<<10, "largest client message; larger ones close the connection with 1009")
 	fs.IntVar(&f.queueBytes, "send-queue-bytes", 1<<20, "per-client send queue; a client behind by more is closed with 1013")
@@ -73,7 +102,8 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	if !dev {
 		fs.Float64Var(&f.joinRate, "join-rate", 20, "joins per second from one source address (0: no limit)")
 		fs.IntVar(&f.joinBurst, "join-burst", 100, "joins one source address may make at once above --join-rate")
-		fs.BoolVar(&f.anonymous, "allow-anonymous", false, "let clients join without a token (as players)")
+		fs.BoolVar(&f.anonymous, "allow-anonymous", false, "let clients join without a token (as players), except into games created with tokens")
+		fs.StringVar(&f.anonPrefix, "anonymous-prefix", "", "with --allow-anonymous: only games whose id starts with this admit anonymous players")
 		fs.BoolVar(&f.create, "allow-create", false, `enable {"type":"create"} (needs --token-secret)`)
 		fs.BoolVar(&f.embedSequencer, "embed-sequencer", false, "also run the sequencer service in this process")
 		fs.DurationVar(&f.leaseTTL, "lease-ttl", 10*time.Second, "with --embed-sequencer: partition lease lifetime")
@@ -146,8 +176,23 @@ func (f *gatewayFlags) keys() (map[string]string, error) {
 }
 
 func (f *gatewayFlags) config(log *slog.Logger, m *gateway.Metrics) (gateway.Config, error) {
+	tc, err := f.tokenConfig()
+	if err != nil {
+		return gateway.Config{}, err
+	}
+	proxies, err := parsePrefixes(f.trustedProxies)
+	if err != nil {
+		return gateway.Config{}, err
+	}
 	cfg := gateway.Config{
 		TokenSecret:       []byte(f.secret),
+		TokenSecretID:     f.secretID,
+		Tokens:            tc,
+		TokenTTL:          f.tokenTTL,
+		AnonymousPrefix:   f.anonPrefix,
+		MaxConns:          f.maxConns,
+		MaxConnsPerAddr:   f.maxConnsPerAddr,
+		TrustedProxies:    proxies,
 		AllowAnonymous:    f.anonymous,
 		AllowCreate:       f.create,
 		Origins:           f.origins,
@@ -168,10 +213,68 @@ func (f *gatewayFlags) config(log *slog.Logger, m *gateway.Metrics) (gateway.Con
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}
 	}
-	if len(cfg.TokenSecret) == 0 && !cfg.AllowAnonymous {
-		return cfg, usageError{errors.New("no one could join: set --token-secret or --token-secret-file (or GAMERELAY_TOKEN_SECRET, GAMERELAY_TOKEN_SECRET_FILE), or --allow-anonymous")}
+	if len(cfg.TokenSecret) == 0 && len(tc.Keys) == 0 && tc.JWKSURL == "" && !cfg.AllowAnonymous {
+		return cfg, usageError{errors.New("no one could join: set --token-secret or --token-secret-file (or GAMERELAY_TOKEN_SECRET, GAMERELAY_TOKEN_SECRET_FILE), other token keys, or --allow-anonymous")}
 	}
 	return cfg, nil
+}
+
+// tokenConfig reads the token flags beyond --token-secret.
+func (f *gatewayFlags) tokenConfig() (token.Config, error) {
+	tc := token.Config{JWKSURL: f.jwksURL, Audience: f.audience, Issuer: f.issuer, MaxLifetime: f.maxLifetime, Leeway: f.leeway}
+	if f.tokenKeysFile != "" {
+		text, err := cli.ReadSecret("token-keys-file", f.tokenKeysFile)
+		if err != nil {
+			return tc, usageError{err}
+		}
+		n := 0
+		for _, line := range strings.Split(text, "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			n++
+			kid, secret, ok := strings.Cut(line, "=")
+			if !ok || kid == "" || secret == "" {
+				// Never echo the line: it holds a key.
+				return tc, usageError{fmt.Errorf("--token-keys-file %s: entry %d: want KID=SECRET", f.tokenKeysFile, n)}
+			}
+			tc.Keys = append(tc.Keys, token.Key{ID: kid, Secret: []byte(secret)})
+		}
+	}
+	for _, kv := range f.publicKeys {
+		kid, path, ok := strings.Cut(kv, "=")
+		if !ok {
+			kid, path = "", kv
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return tc, usageError{fmt.Errorf("--token-public-key: %w", err)}
+		}
+		pub, err := token.ParsePublicKeyPEM(b)
+		if err != nil {
+			return tc, usageError{fmt.Errorf("--token-public-key %s: %w", path, err)}
+		}
+		tc.Keys = append(tc.Keys, token.Key{ID: kid, Public: pub})
+	}
+	return tc, nil
+}
+
+// parsePrefixes reads CIDRs (a bare address is one host).
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, usageError{fmt.Errorf("--trusted-proxies %q: want a CIDR such as 10.0.0.0/8", s)}
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -261,6 +364,11 @@ func serveGateway(ctx context.Context, nc, live *nats.Conn, seqCfg sequencer.Con
 	}
 	// Replays older than the streams' retention come from the archive.
 	history := archiver.NewHistoryClient(nc, seqCfg.Namespace)
+	games, err := sequencer.NewGames(nc, seqCfg)
+	if err != nil {
+		return err
+	}
+	gcfg.Registry = games
 	gw, err := gateway.New(app, feeds, history, gcfg)
 	if err != nil {
 		return usageError{err}
@@ -274,13 +382,17 @@ func serveGateway(ctx context.Context, nc, live *nats.Conn, seqCfg sequencer.Con
 	}
 	if len(keys) > 0 {
 		api, err := httpapi.New(httpapi.Config{
-			Keys:        keys,
-			Appender:    app,
-			Reader:      feeds.Reader(),
-			History:     history,
-			TokenSecret: gcfg.TokenSecret,
-			Logger:      log,
-			Metrics:     httpapi.NewMetrics(reg),
+			Keys:             keys,
+			Appender:         app,
+			Reader:           feeds.Reader(),
+			History:          history,
+			TokenSecret:      gcfg.TokenSecret,
+			TokenSecretID:    gcfg.TokenSecretID,
+			TokenTTL:         gcfg.TokenTTL,
+			MaxTokenLifetime: gcfg.Tokens.MaxLifetime,
+			Registry:         games,
+			Logger:           log,
+			Metrics:          httpapi.NewMetrics(reg),
 		})
 		if err != nil {
 			return usageError{err}

@@ -259,9 +259,28 @@ func TestNATSValuesPermissions(t *testing.T) {
 	}
 	waitFor(t, "message 2 on both gateways", delivered(2))
 
-	// The gateway user may not write a log or a live subject itself.
+	// Both gateways record the games they create, and exchange audience
+	// counts.
+	for name, nc := range map[string]*nats.Conn{"embedded": embNC, "plain": gwNC} {
+		games, err := sequencer.OpenGames(ctx, nc, cfg)
+		if err != nil {
+			t.Fatalf("%s gateway opens the games registry: %v", name, err)
+		}
+		if err := games.MarkCreated(ctx, "made-by-"+name); err != nil {
+			t.Fatalf("%s gateway records a created game: %v", name, err)
+		}
+		if created, err := games.Created(ctx, "made-by-"+name); err != nil || !created {
+			t.Fatalf("%s gateway reads the registry: %v %v", name, created, err)
+		}
+		if err := nc.Publish(wire.Names{}.AudienceAlive(), []byte(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The gateway user may not write a log, a live subject or a lease
+	// itself.
 	p := wire.Partition(game, cfg.Partitions)
-	for _, subj := range []string{wire.Names{}.LogSubject(p, game), wire.Names{}.LiveSubject(p, game)} {
+	for _, subj := range []string{wire.Names{}.LogSubject(p, game), wire.Names{}.LiveSubject(p, game), "$KV.gr_leases.lease.0"} {
 		if err := gwNC.Publish(subj, body); err != nil {
 			t.Fatal(err)
 		}
@@ -274,7 +293,7 @@ func TestNATSValuesPermissions(t *testing.T) {
 		t.Fatalf("the sequencer user was refused: %v", errs)
 	}
 	for _, e := range gwErrs.list() {
-		if !strings.Contains(e, "gr.log.") && !strings.Contains(e, "gr.live.") {
+		if !strings.Contains(e, "gr.log.") && !strings.Contains(e, "gr.live.") && !strings.Contains(e, "gr_leases") {
 			t.Fatalf("the gateway user was refused: %s", e)
 		}
 	}
