@@ -1,7 +1,7 @@
 // Unit tests of the JS client against a scripted fake WebSocket (node --test).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { GameRelay } from "../static/gamerelay.js";
+import { GameRelay, tokenExp } from "../static/gamerelay.js";
 
 // FakeWS plays the gateway: the test opens it, feeds it frames and closes it.
 class FakeWS {
@@ -311,5 +311,47 @@ test("history bounds the first join's replay; joined.since moves lastMsgId; audi
   await waitFor(() => FakeWS.all.length === 2, "resume");
   last().open();
   assert.deepEqual(last().sent, [{ type: "join", game: "g1", since: 41 }], "a resume continues, without history");
+  c.close();
+});
+
+const jwt = (exp) => "h." + Buffer.from(JSON.stringify({ game: "g1", exp })).toString("base64url") + ".s";
+
+test("tokenExp reads a JWT's exp", () => {
+  assert.equal(tokenExp(jwt(1795320000)), 1795320000);
+  assert.equal(tokenExp("not a jwt"), 0);
+});
+
+test("refreshToken is called before exp; the fresh token is sent and used to resume", async () => {
+  let calls = 0;
+  const fresh = jwt(Math.floor(Date.now() / 1000) + 3600);
+  const { c } = newClient({ refreshToken: async () => (calls++, fresh), refreshBefore: 60_000 });
+  const refreshed = [];
+  c.on("refreshed", (r) => refreshed.push(r.exp));
+  c.join({ game: "g1", token: jwt(Math.floor(Date.now() / 1000) + 30) }); // expires within refreshBefore
+  last().open();
+  last().recv({ type: "joined", game: "g1", client_id: "c1", role: "player", head: 0, since: 0 });
+  await waitFor(() => last().sent.length === 2, "refresh frame");
+  assert.deepEqual(last().sent[1], { type: "refresh", token: fresh });
+  assert.equal(calls, 1);
+  last().recv({ type: "refreshed", exp: 42 });
+  assert.deepEqual(refreshed, [42]);
+  last().serverClose(1001);
+  await waitFor(() => FakeWS.all.length === 2, "resume");
+  last().open();
+  assert.equal(last().sent[0].token, fresh, "resumes with the fresh token");
+  c.close();
+});
+
+test("a join refused as token_expired gets a fresh token and joins again", async () => {
+  const fresh = jwt(Math.floor(Date.now() / 1000) + 3600);
+  const { c } = newClient({ refreshToken: () => fresh });
+  const p = c.join({ game: "g1", token: "old" });
+  last().open();
+  last().recv({ type: "error", code: "token_expired", message: "expired" });
+  await waitFor(() => FakeWS.all.length === 2, "rejoin");
+  last().open();
+  assert.equal(last().sent[0].token, fresh);
+  last().recv({ type: "joined", game: "g1", client_id: "c2", role: "player", head: 0, since: 0 });
+  await p;
   c.close();
 });

@@ -23,11 +23,22 @@ export interface Options {
   maxPending?: number;
   /** ms before a message answered unavailable or outcome_unknown is sent again. Default 1000. */
   resendDelay?: number;
+  /**
+   * Returns a fresh token for the game (from your server). Called `refreshBefore` ms before the
+   * token expires (the new one is sent as {"type":"refresh"}), and when a join finds the token expired.
+   * Without it a connection ends when its token expires.
+   */
+  refreshToken?: () => Promise<string> | string;
+  /** ms before the token's exp that refreshToken is called. Default 30000. */
+  refreshBefore?: number;
   /** WebSocket constructor. Default globalThis.WebSocket. */
   WebSocket?: { new (url: string): WebSocket };
 }
 
-export declare const defaults: Readonly<Required<Omit<Options, "WebSocket">> & { WebSocket: undefined }>;
+export declare const defaults: Readonly<Required<Omit<Options, "WebSocket" | "refreshToken">> & { WebSocket: undefined; refreshToken: undefined }>;
+
+/** A JWT's exp claim (Unix seconds), read without checking its signature; 0 if none. */
+export declare function tokenExp(token: string): number;
 
 /** A game message as delivered: the sender's object plus the fields gamerelay sets. */
 export interface GameMessage {
@@ -97,7 +108,8 @@ export interface Disconnect {
 
 /** A server error frame (code from docs/protocol.md), or a client-side condition:
  * "gap" (a msg_id skipped: reported, then the client resumes), "connect",
- * "closed" (a pending create()/join() ended with the connection), "superseded". */
+ * "closed" (a pending create()/join() ended with the connection), "superseded",
+ * "refresh" (refreshToken failed). */
 export declare class GameRelayError extends Error {
   readonly code: string;
   /** For errors about a message you sent: its idempotency key. */
@@ -111,6 +123,8 @@ export interface EventMap {
   message: GameMessage;
   presence: PresenceMessage;
   audience: Audience;
+  /** The gateway took the token refreshToken returned; the connection lives until exp (Unix s). */
+  refreshed: { exp: number };
   state: State;
   created: Created;
   joined: Joined;
@@ -124,7 +138,7 @@ export declare function defaultURL(path?: string): string;
 export declare class GameRelay extends EventTarget {
   constructor(url?: string, options?: Options);
   readonly url: string;
-  readonly options: Required<Omit<Options, "WebSocket">> & Pick<Options, "WebSocket">;
+  readonly options: Required<Omit<Options, "WebSocket" | "refreshToken">> & Pick<Options, "WebSocket" | "refreshToken">;
   readonly state: State;
   readonly game: string | undefined;
   readonly token: string | undefined;

@@ -21,6 +21,8 @@ export const defaults = Object.freeze({
   maxAttempts: Infinity, // consecutive failed attempts before giving up
   maxPending: 1000, // messages sent but not yet seen stored, beyond which send() refuses
   resendDelay: 1000, // ms before a message refused as unavailable (or of unknown outcome) is sent again
+  refreshToken: undefined, // async () => a fresh token for the game; called before the token expires
+  refreshBefore: 30000, // ms before the token's exp that refreshToken is called
   WebSocket: undefined, // WebSocket constructor; default globalThis.WebSocket
 });
 
@@ -98,6 +100,8 @@ export class GameRelay extends EventTarget {
     // resend: sent before, so sending again counts in stats.resent.
     this._unseen = new Map();
     this._resendTimer = null;
+    this._refreshTimer = null;
+    this._refreshing = null; // the running refreshToken() call
   }
 
   /** How many sent messages have not been seen stored yet. */
@@ -169,6 +173,8 @@ export class GameRelay extends EventTarget {
     this._timer = null;
     clearTimeout(this._resendTimer);
     this._resendTimer = null;
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
     const ws = this._ws;
     this._ws = null;
     if (ws) {
@@ -322,6 +328,7 @@ export class GameRelay extends EventTarget {
         this.head = m.head;
         this._attempt = 0;
         this._history = undefined; // resumes continue from lastMsgId
+        this._scheduleRefresh();
         if (typeof m.since === "number" && m.since > this.lastMsgId) {
           // "history" bounded the replay: it starts after m.since.
           this.lastMsgId = m.since;
@@ -335,6 +342,10 @@ export class GameRelay extends EventTarget {
         this._maybeSynced();
         return;
       }
+      case "refreshed":
+        this._emit("refreshed", { exp: m.exp });
+        this._scheduleRefresh();
+        return;
       case "audience":
         this.audience = { players: m.players, spectators: m.spectators };
         this._emit("audience", { game: m.game, players: m.players, spectators: m.spectators });
@@ -347,10 +358,26 @@ export class GameRelay extends EventTarget {
         }
         if (this.state === "joined") {
           this._emit("error", err);
+          if (m.code === "token_expired" && this.options.refreshToken) {
+            // The gateway closes the connection now; rejoin with a fresh token.
+            this._refresh(false);
+          }
           return;
         }
         // An answer to our join or create.
         this._emit("error", err);
+        if (m.code === "token_expired" && this.options.refreshToken) {
+          // Our token ran out while away: get a fresh one, join with it.
+          detach(ws);
+          if (this._ws === ws) this._ws = null;
+          try {
+            ws.close(1000, "refreshing token");
+          } catch {
+            // already closed
+          }
+          this._refresh(false).then((ok) => (ok ? this._scheduleReconnect() : this._giveUp(err)));
+          return;
+        }
         if (fatalJoinCodes.has(m.code)) {
           this._intent = null;
           this._fail(err);
@@ -368,6 +395,45 @@ export class GameRelay extends EventTarget {
         return;
       }
     }
+  }
+
+  // _scheduleRefresh arms the call of options.refreshToken before the
+  // token expires.
+  _scheduleRefresh() {
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    const exp = tokenExp(this.token);
+    if (!this.options.refreshToken || !exp) return;
+    const wait = Math.max(0, exp * 1000 - Date.now() - this.options.refreshBefore);
+    this._refreshTimer = setTimeout(() => this._refresh(true), wait);
+  }
+
+  // _refresh asks the page for a fresh token; with send set, hands it to
+  // the gateway on the open connection. Resolves true if it got one.
+  _refresh(send) {
+    if (this._refreshing) return this._refreshing;
+    this._refreshing = (async () => {
+      try {
+        const t = await this.options.refreshToken();
+        if (typeof t !== "string" || t === "") throw new TypeError("refreshToken must return a token");
+        this.token = t;
+        if (send && this.state === "joined" && this._ws) this._ws.send(JSON.stringify({ type: "refresh", token: t }));
+        return true;
+      } catch (e) {
+        this._emit("error", new GameRelayError("refresh", "refreshToken failed: " + String((e && e.message) || e)));
+        return false;
+      } finally {
+        this._refreshing = null;
+      }
+    })();
+    return this._refreshing;
+  }
+
+  // _giveUp ends the client after a join refused for good.
+  _giveUp(err) {
+    this._intent = null;
+    this._fail(err);
+    this._setState("closed");
   }
 
   _sequenced(ws, m) {
@@ -435,6 +501,19 @@ export class GameRelay extends EventTarget {
     // Refused for good (invalid, forbidden, rate limited, ...).
     this._unseen.delete(idem);
     this._emit("error", err);
+  }
+}
+
+// tokenExp returns a JWT's exp claim (Unix seconds), read without checking
+// the signature (the gateway does that), or 0.
+export function tokenExp(token) {
+  try {
+    const part = String(token).split(".")[1];
+    const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+    const exp = JSON.parse(json).exp;
+    return Number.isInteger(exp) ? exp : 0;
+  } catch {
+    return 0;
   }
 }
 
