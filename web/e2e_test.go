@@ -86,7 +86,7 @@ type e2eGateway struct {
 	done  chan error
 }
 
-var e2eSecret = []byte("e2e-secret-0123456789abcdef")
+var e2eSecret = []byte("e2e-secret-0123456789abcdef-0123456789")
 
 func newE2ESystem(t *testing.T) *e2eSystem {
 	s := &e2eSystem{t: t, logs: &syncBuffer{}}
