@@ -47,7 +47,7 @@ $(NATS_SERVER):
 	GOBIN=$(TOOLS) $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 	mv $(TOOLS)/nats-server $(NATS_SERVER)
 
-test-faults: deps $(NATS_SERVER) ## fault suite: NATS cluster, sequencers, gateways, archiver, MongoDB as processes under load, killed and hung one after another (FAULTS_RUN=TestFaults/<scenario> for one; report in bin/faults-report.md)
+test-faults: deps $(NATS_SERVER) ## fault suite: every role and NATS/MongoDB as processes under load, crashed and hung (FAULTS_RUN=TestFaults/<scenario>; report: bin/faults-report.md)
 	$(GO) build -o bin/faults/gamerelay ./cmd/gamerelay
 	FAULTS_NATS_SERVER=$(NATS_SERVER) FAULTS_GAMERELAY=$(CURDIR)/bin/faults/gamerelay FAULTS_REPORT=$(FAULTS_REPORT) \
 		$(GO) test -tags faults -count=1 -v -timeout $(FAULTS_TIMEOUT) -run '$(FAULTS_RUN)' ./internal/faults

@@ -44,13 +44,17 @@ type scenario struct {
 	about string
 	down  time.Duration // how long the fault lasts (budget)
 	fault func(r *run) error
+	// optional scenarios are skipped, not failed, when the time left
+	// before the test's -timeout is too short for them.
+	optional bool
 }
 
+// scenarios in the order they run; the last, longest one is optional.
 func scenarios() []scenario {
 	return []scenario{
-		{"baseline", "no fault", 0, func(*run) error { return nil }},
-		{"nats-leader-kill", fmt.Sprintf("kill -9 the NATS node leading the most streams, restart it after %v", natsKillDown), natsKillDown,
-			func(r *run) error {
+		{name: "baseline", about: "no fault", fault: func(*run) error { return nil }},
+		{name: "nats-leader-kill", about: fmt.Sprintf("kill -9 the NATS node leading the most streams, restart it after %v", natsKillDown), down: natsKillDown,
+			fault: func(r *run) error {
 				i, err := r.natsLeader()
 				if err != nil {
 					return err
@@ -69,8 +73,8 @@ func scenarios() []scenario {
 				r.event("nats n%d back and current", i)
 				return nil
 			}},
-		{"sequencer-kill", fmt.Sprintf("kill -9 the sequencer holding the most partitions, restart it after %v", sequencerDown), sequencerDown,
-			func(r *run) error {
+		{name: "sequencer-kill", about: fmt.Sprintf("kill -9 the sequencer holding the most partitions, restart it after %v", sequencerDown), down: sequencerDown,
+			fault: func(r *run) error {
 				i, leases, err := r.tp.sequencerOwningMost()
 				if err != nil {
 					return err
@@ -90,8 +94,8 @@ func scenarios() []scenario {
 				r.event("sequencer %d back", i)
 				return nil
 			}},
-		{"gateway-sigterm", "SIGTERM a gateway (it drains: its clients get 1001), restart it", 0,
-			func(r *run) error {
+		{name: "gateway-sigterm", about: "SIGTERM a gateway (it drains: its clients get 1001), restart it",
+			fault: func(r *run) error {
 				r.tp.setGatewayAlive(0, false)
 				start := time.Now()
 				if err := r.tp.gws[0].term(drainTimeout); err != nil {
@@ -104,8 +108,8 @@ func scenarios() []scenario {
 				r.event("gateway 0 back")
 				return nil
 			}},
-		{"gateway-kill", "kill -9 a gateway, restart it", 0,
-			func(r *run) error {
+		{name: "gateway-kill", about: "kill -9 a gateway, restart it",
+			fault: func(r *run) error {
 				r.tp.setGatewayAlive(1, false)
 				if err := r.tp.gws[1].kill(); err != nil {
 					return err
@@ -117,8 +121,8 @@ func scenarios() []scenario {
 				r.event("gateway 1 back")
 				return nil
 			}},
-		{"archiver-kill", fmt.Sprintf("kill -9 the archiver, restart it after %v", archiverDown), archiverDown,
-			func(r *run) error {
+		{name: "archiver-kill", about: fmt.Sprintf("kill -9 the archiver, restart it after %v", archiverDown), down: archiverDown,
+			fault: func(r *run) error {
 				if err := r.tp.arch.kill(); err != nil {
 					return err
 				}
@@ -130,12 +134,10 @@ func scenarios() []scenario {
 				r.event("archiver back")
 				return nil
 			}},
-		{"nats-hang-" + natsHangShort.String(), fmt.Sprintf("SIGSTOP the NATS node leading the most streams for %v, then SIGCONT", natsHangShort), natsHangShort,
-			func(r *run) error { return r.hangNATS(natsHangShort) }},
-		{"nats-hang-" + natsHangLong.String(), fmt.Sprintf("SIGSTOP the NATS node leading the most streams for %v, then SIGCONT", natsHangLong), natsHangLong,
-			func(r *run) error { return r.hangNATS(natsHangLong) }},
-		{"mongo-hang", fmt.Sprintf("SIGSTOP the MongoDB server for %v, then SIGCONT", mongoHang), mongoHang,
-			func(r *run) error {
+		{name: hangName(natsHangShort), about: fmt.Sprintf("SIGSTOP the NATS node leading the most streams for %v, then SIGCONT", natsHangShort),
+			down: natsHangShort, fault: func(r *run) error { return r.hangNATS(natsHangShort) }},
+		{name: "mongo-hang", about: fmt.Sprintf("SIGSTOP the MongoDB server for %v, then SIGCONT", mongoHang), down: mongoHang,
+			fault: func(r *run) error {
 				if err := r.tp.mongo.signal(syscall.SIGSTOP, false); err != nil {
 					return err
 				}
@@ -147,8 +149,8 @@ func scenarios() []scenario {
 				r.event("continued mongodb")
 				return r.tp.waitMongo(healTimeout)
 			}},
-		{"mongo-kill", fmt.Sprintf("kill -9 the MongoDB server, restart it on the same data after %v", mongoDown), mongoDown,
-			func(r *run) error {
+		{name: "mongo-kill", about: fmt.Sprintf("kill -9 the MongoDB server, restart it on the same data after %v", mongoDown), down: mongoDown,
+			fault: func(r *run) error {
 				if err := r.tp.mongo.kill(); err != nil {
 					return err
 				}
@@ -163,8 +165,12 @@ func scenarios() []scenario {
 				r.event("mongodb back")
 				return nil
 			}},
+		{name: hangName(natsHangLong), about: fmt.Sprintf("SIGSTOP the NATS node leading the most streams for %v, then SIGCONT", natsHangLong),
+			down: natsHangLong, fault: func(r *run) error { return r.hangNATS(natsHangLong) }, optional: true},
 	}
 }
+
+func hangName(d time.Duration) string { return fmt.Sprintf("nats-hang-%ds", int(d.Seconds())) }
 
 // hangNATS stops the node leading the most streams for d.
 func (r *run) hangNATS(d time.Duration) error {
@@ -268,9 +274,16 @@ func (r *run) scenario(t *testing.T, idx int, sc scenario, res *result) {
 	}()
 	need := loadBefore + sc.down + loadAfter + checkAllowance
 	if deadline, ok := t.Deadline(); ok && time.Until(deadline) < need+cleanupMargin {
+		msg := fmt.Sprintf("not run: %v left before the test's -timeout, the scenario needs about %v",
+			time.Until(deadline).Round(time.Second), need+cleanupMargin)
+		if sc.optional {
+			res.verdict = "skipped"
+			res.note("%s", msg)
+			t.Skip(msg)
+		}
 		res.verdict = "not run"
-		res.fail("not run: %v left before the test's -timeout, the scenario needs about %v", time.Until(deadline).Round(time.Second), need)
-		t.Fatal(res.failures[0])
+		res.fail("%s", msg)
+		t.Fatal(msg)
 	}
 	if err := r.tp.healthy(healTimeout); err != nil {
 		res.fail("topology not healthy before the fault: %v", err)
@@ -392,29 +405,7 @@ func (r *run) check(t *testing.T, idx int, res *result) {
 	}
 
 	// Lost and duplicated: every message created in this scenario, by idem.
-	var lostWhy, dupWhat []string
-	for _, p := range r.l.players {
-		p.mu.Lock()
-		for _, m := range p.msgs {
-			if m.scenario != idx {
-				continue
-			}
-			ids := r.led.idems[m.idem]
-			switch {
-			case len(ids) == 0:
-				res.lost++
-				why := map[outcome]string{pending: "still in flight", back: "seen by its sender", gaveUp: "given up after an error"}[m.outcome]
-				if m.outcome == gaveUp {
-					res.lostGivenUp++
-				}
-				lostWhy = append(lostWhy, fmt.Sprintf("%s (%s, %d sends)", m.idem, why, m.sends))
-			case len(ids) > 1:
-				res.dup += len(ids) - 1
-				dupWhat = append(dupWhat, fmt.Sprintf("%s as msg_id %v (%d sends)", m.idem, ids, m.sends))
-			}
-		}
-		p.mu.Unlock()
-	}
+	lostWhy, dupWhat := lostAndDuplicated(r.l.players, r.led, idx, res)
 	st := r.l.snapshot(idx)
 	res.st = st
 	if res.lost > 0 {
@@ -438,17 +429,19 @@ func (r *run) check(t *testing.T, idx int, res *result) {
 	// summaries reach every head, then compare the whole collection.
 	archStart := time.Now()
 	deadline := archStart.Add(archiveTimeout)
+	lastNote := archStart
 	for {
 		var (
-			behind, beyond int
-			missing        []msgRef
-			wrong          []string
+			behind  []string
+			beyond  int
+			missing []msgRef
+			wrong   []string
 		)
 		err := r.led.read(r.tp)
 		if err == nil {
 			behind, err = r.led.archiveProgress(r.tp.mc)
 		}
-		if err == nil && behind == 0 {
+		if err == nil && len(behind) == 0 {
 			missing, wrong, beyond, err = r.led.archiveDiff(r.tp.mc)
 			if err == nil && beyond > 0 {
 				// Stored since the log was read, or archived wrongly: read again.
@@ -456,6 +449,10 @@ func (r *run) check(t *testing.T, idx int, res *result) {
 					missing, wrong, beyond, err = r.led.archiveDiff(r.tp.mc)
 				}
 			}
+		}
+		if time.Since(lastNote) > 10*time.Second {
+			lastNote = time.Now()
+			r.event("archive: %d games' summaries behind the log (%s), %d messages missing; error %v", len(behind), firstN(behind, 4), len(missing), err)
 		}
 		for _, w := range wrong {
 			r.led.problem("archive", w)
@@ -470,7 +467,7 @@ func (r *run) check(t *testing.T, idx int, res *result) {
 				before = append(before, m.String())
 			}
 		}
-		if err == nil && behind == 0 && len(now) == 0 && beyond == 0 {
+		if err == nil && len(behind) == 0 && len(now) == 0 && beyond == 0 {
 			if len(before) > 0 {
 				res.note("still missing from the archive since earlier scenarios: %s", firstN(before, 10))
 			}
@@ -478,8 +475,8 @@ func (r *run) check(t *testing.T, idx int, res *result) {
 		}
 		if time.Now().After(deadline) {
 			res.archiveMissing = len(now)
-			res.fail("archive not equal to the log %v after the players caught up: %d games' summaries behind the head, %d stored messages missing (%s), %d documents beyond the log; last error: %v",
-				archiveTimeout, behind, len(now), firstN(now, 10), beyond, err)
+			res.fail("archive not equal to the log %v after the players caught up: %d games' summaries behind the head (%s), %d stored messages missing (%s), %d documents beyond the log; last error: %v",
+				archiveTimeout, len(behind), firstN(behind, 5), len(now), firstN(now, 10), beyond, err)
 			break
 		}
 		time.Sleep(time.Second)
@@ -500,6 +497,34 @@ func (r *run) check(t *testing.T, idx int, res *result) {
 	for _, u := range r.tp.takeUnexpected() {
 		res.fail("%s", u)
 	}
+}
+
+// lostAndDuplicated counts, into res, the messages created in scenario
+// idx that the log never stored and those it stored more than once.
+func lostAndDuplicated(players []*player, led *ledger, idx int, res *result) (lostWhy, dupWhat []string) {
+	for _, p := range players {
+		p.mu.Lock()
+		for _, m := range p.msgs {
+			if m.scenario != idx {
+				continue
+			}
+			ids := led.idems[m.idem]
+			switch {
+			case len(ids) == 0:
+				res.lost++
+				why := map[outcome]string{pending: "still in flight", back: "seen by its sender", gaveUp: "given up after an error"}[m.outcome]
+				if m.outcome == gaveUp {
+					res.lostGivenUp++
+				}
+				lostWhy = append(lostWhy, fmt.Sprintf("%s (%s, %d sends)", m.idem, why, m.sends))
+			case len(ids) > 1:
+				res.dup += len(ids) - 1
+				dupWhat = append(dupWhat, fmt.Sprintf("%s as msg_id %v (%d sends)", m.idem, ids, m.sends))
+			}
+		}
+		p.mu.Unlock()
+	}
+	return lostWhy, dupWhat
 }
 
 // checkedPair and setCheckedPair track how far two players of a game

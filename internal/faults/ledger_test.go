@@ -170,33 +170,34 @@ func (l *ledger) takeProblems() []string {
 }
 
 // archiveProgress reads the archiver's per-game summaries (the small
-// games collection) and returns how many games' last archived msg_id is
+// games collection) and returns the games whose last archived msg_id is
 // still below the log's head: a cheap signal of when to compare the
 // archive itself.
-func (l *ledger) archiveProgress(mc *mongo.Client) (behind int, err error) {
+func (l *ledger) archiveProgress(mc *mongo.Client) (behind []string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cur, err := mc.Database(database).Collection("games").Find(ctx, bson.D{},
 		options.Find().SetProjection(bson.D{{Key: "last_msg_id", Value: 1}}))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var docs []struct {
 		Game   string `bson:"_id"`
 		LastID int64  `bson:"last_msg_id"`
 	}
 	if err := cur.All(ctx, &docs); err != nil {
-		return 0, err
+		return nil, err
 	}
 	last := map[string]int64{}
 	for _, d := range docs {
 		last[d.Game] = d.LastID
 	}
 	for g := range l.games {
-		if last[g] < int64(l.head(g)) {
-			behind++
+		if h := l.head(g); last[g] < int64(h) {
+			behind = append(behind, fmt.Sprintf("%s at %d of %d", g, last[g], h))
 		}
 	}
+	sort.Strings(behind)
 	return behind, nil
 }
 
