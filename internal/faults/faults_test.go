@@ -32,6 +32,7 @@ const (
 	healTimeout    = 60 * time.Second // a restarted process is ready
 	catchUpTimeout = 60 * time.Second // after the load stops, every player reaches its game's head
 	archiveTimeout = 90 * time.Second // then the archive equals the log
+	archiveRescan  = 10 * time.Second // between full comparisons of the archive
 	checkAllowance = 25 * time.Second // healing and checks when all goes well (budget)
 	cleanupMargin  = 20 * time.Second // left before the test's -timeout for cleaning up
 )
@@ -213,6 +214,9 @@ type run struct {
 	rep      *report
 	checked  map[string]int    // log entries of each game already checked for unknown idems
 	prevHead map[string]uint64 // each game's head at the previous check
+	// archiveBehind names the last scenario whose archive did not catch
+	// up, until one does.
+	archiveBehind string
 }
 
 func (r *run) event(format string, args ...any) {
@@ -268,7 +272,7 @@ func (r *run) scenario(t *testing.T, idx int, sc scenario, res *result) {
 	began := time.Now()
 	defer func() {
 		res.duration = time.Since(began)
-		if !t.Failed() {
+		if !t.Failed() && !t.Skipped() {
 			res.verdict = "pass"
 		}
 	}()
@@ -425,67 +429,7 @@ func (r *run) check(t *testing.T, idx int, res *result) {
 		res.fail("%d unexpected error frames %q", n, code)
 	}
 
-	// The archive converges to the log: wait until the archiver's
-	// summaries reach every head, then compare the whole collection.
-	archStart := time.Now()
-	deadline := archStart.Add(archiveTimeout)
-	lastNote := archStart
-	for {
-		var (
-			behind  []string
-			beyond  int
-			missing []msgRef
-			wrong   []string
-		)
-		err := r.led.read(r.tp)
-		if err == nil {
-			behind, err = r.led.archiveProgress(r.tp.mc)
-		}
-		if err == nil && len(behind) == 0 {
-			missing, wrong, beyond, err = r.led.archiveDiff(r.tp.mc)
-			if err == nil && beyond > 0 {
-				// Stored since the log was read, or archived wrongly: read again.
-				if err = r.led.read(r.tp); err == nil {
-					missing, wrong, beyond, err = r.led.archiveDiff(r.tp.mc)
-				}
-			}
-		}
-		if time.Since(lastNote) > 10*time.Second {
-			lastNote = time.Now()
-			r.event("archive: %d games' summaries behind the log (%s), %d messages missing; error %v", len(behind), firstN(behind, 4), len(missing), err)
-		}
-		for _, w := range wrong {
-			r.led.problem("archive", w)
-		}
-		// Messages stored before this scenario and still missing failed
-		// the scenario they were stored in; they are listed, not counted.
-		var now, before []string
-		for _, m := range missing {
-			if m.msgID > r.prevHead[m.game] {
-				now = append(now, m.String())
-			} else {
-				before = append(before, m.String())
-			}
-		}
-		if err == nil && len(behind) == 0 && len(now) == 0 && beyond == 0 {
-			if len(before) > 0 {
-				res.note("still missing from the archive since earlier scenarios: %s", firstN(before, 10))
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			res.archiveMissing = len(now)
-			res.fail("archive not equal to the log %v after the players caught up: %d games' summaries behind the head (%s), %d stored messages missing (%s), %d documents beyond the log; last error: %v",
-				archiveTimeout, len(behind), firstN(behind, 5), len(now), firstN(now, 10), beyond, err)
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	res.archive = time.Since(archStart)
-	r.event("archive checked in %v", res.archive.Round(time.Millisecond))
-	for g := range r.led.games {
-		r.prevHead[g] = r.led.head(g)
-	}
+	r.checkArchive(res)
 	for _, p := range r.led.takeProblems() {
 		if strings.HasPrefix(p, "archive") {
 			res.archiveProblems++
@@ -496,6 +440,83 @@ func (r *run) check(t *testing.T, idx int, res *result) {
 	}
 	for _, u := range r.tp.takeUnexpected() {
 		res.fail("%s", u)
+	}
+}
+
+// checkArchive waits until the archive equals the log: the archiver's
+// summaries reach every head (a cheap query), then the whole collection
+// is compared (a full scan on FerretDB, so at most every archiveRescan:
+// the archiver's own queries compete with it).
+func (r *run) checkArchive(res *result) {
+	start := time.Now()
+	deadline := start.Add(archiveTimeout)
+	var (
+		lastNote, lastScan time.Time
+		behind             []string
+		now, before        []string // missing, stored since / before the previous check
+		beyond             int
+		err                error
+	)
+	for {
+		if err = r.led.read(r.tp); err == nil {
+			behind, err = r.led.archiveProgress(r.tp.mc)
+		}
+		if err == nil && len(behind) == 0 && time.Since(lastScan) >= archiveRescan {
+			lastScan = time.Now()
+			var (
+				missing []msgRef
+				wrong   []string
+			)
+			missing, wrong, beyond, err = r.led.archiveDiff(r.tp.mc)
+			if err == nil && beyond > 0 {
+				// Stored since the log was read, or archived wrongly: read again.
+				if err = r.led.read(r.tp); err == nil {
+					missing, wrong, beyond, err = r.led.archiveDiff(r.tp.mc)
+				}
+			}
+			for _, w := range wrong {
+				r.led.problem("archive", w)
+			}
+			// Messages stored before this scenario and still missing
+			// failed the scenario they were stored in: listed, not counted.
+			now, before = now[:0], before[:0]
+			for _, m := range missing {
+				if m.msgID > r.prevHead[m.game] {
+					now = append(now, m.String())
+				} else {
+					before = append(before, m.String())
+				}
+			}
+			if err == nil && len(now) == 0 && beyond == 0 {
+				r.archiveBehind = ""
+				break
+			}
+		}
+		if time.Since(lastNote) >= 10*time.Second {
+			lastNote = time.Now()
+			r.event("archive: %d games' summaries behind the log (%s); last comparison: %d stored messages missing, %d beyond; error %v",
+				len(behind), firstN(behind, 4), len(now), beyond, err)
+		}
+		if time.Now().After(deadline) {
+			res.archiveMissing = len(now)
+			msg := fmt.Sprintf("archive not equal to the log %v after the players caught up: %d games' summaries behind the log (%s); last comparison: %d stored messages missing (%s), %d documents beyond the log; last error: %v",
+				archiveTimeout, len(behind), firstN(behind, 5), len(now), firstN(now, 10), beyond, err)
+			if r.archiveBehind != "" {
+				msg += "; the archive had not caught up after " + r.archiveBehind + " either, so this is not this scenario's doing alone"
+			}
+			res.fail("%s", msg)
+			r.archiveBehind = res.name
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if len(before) > 0 {
+		res.note("still missing from the archive since earlier scenarios: %s", firstN(before, 10))
+	}
+	res.archive = time.Since(start)
+	r.event("archive checked in %v", res.archive.Round(time.Millisecond))
+	for g := range r.led.games {
+		r.prevHead[g] = r.led.head(g)
 	}
 }
 

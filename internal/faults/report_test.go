@@ -62,8 +62,8 @@ func (rp *report) markdown(elapsed time.Duration) string {
 	b.WriteString("| scenario | verdict | lost | dup | order / delivery | archive | longest stall | unavailable | resends (after error / resume) | resumes | given up | sent | catch-up | archive caught up | time |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rp.rows {
-		if r.verdict == "not run" && len(r.failures) == 0 {
-			fmt.Fprintf(&b, "| %s | not run | | | | | | | | | | | | | |\n", r.name)
+		if r.verdict == "not run" || r.verdict == "skipped" {
+			fmt.Fprintf(&b, "| %s | %s | | | | | | | | | | | | | |\n", r.name, r.verdict)
 			continue
 		}
 		st := r.st
@@ -84,7 +84,7 @@ func (rp *report) markdown(elapsed time.Duration) string {
 	b.WriteString("\n")
 	for _, r := range rp.rows {
 		if r.verdict == "not run" && len(r.failures) == 0 {
-			continue
+			continue // filtered out by -run
 		}
 		fmt.Fprintf(&b, "## %s: %s\n\n%s.", r.name, r.verdict, r.about)
 		if r.st.maxStallWhat != "" {
