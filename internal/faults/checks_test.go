@@ -55,8 +55,8 @@ func TestPlayerOwnMessageComesBack(t *testing.T) {
 	}
 	// A non-resender gives up after unavailable; a resender resends.
 	m = p.newMessage()
-	if resend := p.onError(frame{kind: frameError, code: codeUnavailable}); !resend || !p.resender {
-		t.Fatalf("resender %v: resend %v after unavailable", p.resender, resend)
+	if resend := p.onError(frame{kind: frameError, code: codeUnavailable}); !resend || !p.resender || p.inflight != m {
+		t.Fatalf("resender %v: resend %v after unavailable, in flight %v", p.resender, resend, p.inflight)
 	}
 	q := l.players[1]
 	mq := q.newMessage()

@@ -33,7 +33,7 @@ const (
 	catchUpTimeout = 60 * time.Second // after the load stops, every player reaches its game's head
 	archiveTimeout = 90 * time.Second // then the archive equals the log
 	archiveRescan  = 10 * time.Second // between full comparisons of the archive
-	checkAllowance = 25 * time.Second // healing and checks when all goes well (budget)
+	checkAllowance = 40 * time.Second // healing and checks when all goes well (budget)
 	cleanupMargin  = 20 * time.Second // left before the test's -timeout for cleaning up
 )
 

@@ -101,7 +101,7 @@ type stats struct {
 	sent, back, gaveUp, lateBack           int
 	unavailable, resends, resendsAfterErr  int
 	resendsAfterResume, resumes, dialFails int
-	rescues                                int
+	rescues, lateErrors                    int
 	joinErrors, errors, closes             map[string]int
 	maxStall                               time.Duration
 	maxStallWhat                           string
@@ -435,7 +435,13 @@ func (p *player) onError(f frame) (resend bool) {
 	p.noteLocked("error %s idem=%q: %s", f.code, f.idem, f.info)
 	p.mu.Unlock()
 	if m == nil {
-		p.l.count(func(s *stats) { s.errors[f.code+" (nothing in flight)"]++ })
+		// A resend refused after the first send came back: the
+		// refusal is the resend's, nothing is lost.
+		if f.code == codeUnavailable {
+			p.l.count(func(s *stats) { s.unavailable++; s.lateErrors++ })
+		} else {
+			p.l.count(func(s *stats) { s.errors[f.code+" (nothing in flight)"]++ })
+		}
 		return false
 	}
 	if f.idem != "" && f.idem != m.idem {

@@ -103,15 +103,6 @@ func (p *proc) running() bool {
 	}
 }
 
-func (p *proc) pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return 0
-	}
-	return p.cmd.Process.Pid
-}
-
 // signal sends sig to the current incarnation, by its PID. expectExit
 // marks the exit that follows as the suite's doing.
 func (p *proc) signal(sig syscall.Signal, expectExit bool) error {

@@ -96,8 +96,9 @@ func (rp *report) markdown(elapsed time.Duration) string {
 		if len(r.st.joinErrors) > 0 {
 			fmt.Fprintf(&b, " Joins refused: %s.", counts(r.st.joinErrors))
 		}
-		if r.st.dialFails > 0 || r.st.rescues > 0 || r.st.lateBack > 0 {
-			fmt.Fprintf(&b, " Failed dials %d, rescues %d, given up but stored %d.", r.st.dialFails, r.st.rescues, r.st.lateBack)
+		if r.st.dialFails > 0 || r.st.rescues > 0 || r.st.lateBack > 0 || r.st.lateErrors > 0 {
+			fmt.Fprintf(&b, " Failed dials %d, rescues %d, given up but stored %d, unavailable for a resend whose first send had come back %d.",
+				r.st.dialFails, r.st.rescues, r.st.lateBack, r.st.lateErrors)
 		}
 		b.WriteString("\n\n")
 		for _, f := range r.failures {
