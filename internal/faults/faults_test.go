@@ -135,7 +135,7 @@ func scenarios() []scenario {
 				r.event("archiver back")
 				return nil
 			}},
-		{name: hangName(natsHangShort), about: fmt.Sprintf("SIGSTOP the NATS node leading the most streams for %v, then SIGCONT", natsHangShort),
+		{name: hangName(natsHangShort), about: fmt.Sprintf("SIGSTOP the NATS node most gamerelay connections are on for %v, then SIGCONT", natsHangShort),
 			down: natsHangShort, fault: func(r *run) error { return r.hangNATS(natsHangShort) }},
 		{name: "mongo-hang", about: fmt.Sprintf("SIGSTOP the MongoDB server for %v, then SIGCONT", mongoHang), down: mongoHang,
 			fault: func(r *run) error {
@@ -166,19 +166,20 @@ func scenarios() []scenario {
 				r.event("mongodb back")
 				return nil
 			}},
-		{name: hangName(natsHangLong), about: fmt.Sprintf("SIGSTOP the NATS node leading the most streams for %v, then SIGCONT", natsHangLong),
+		{name: hangName(natsHangLong), about: fmt.Sprintf("SIGSTOP the NATS node most gamerelay connections are on for %v, then SIGCONT", natsHangLong),
 			down: natsHangLong, fault: func(r *run) error { return r.hangNATS(natsHangLong) }, optional: true},
 	}
 }
 
 func hangName(d time.Duration) string { return fmt.Sprintf("nats-hang-%ds", int(d.Seconds())) }
 
-// hangNATS stops the node leading the most streams for d.
+// hangNATS stops for d the node most gamerelay connections hang on.
 func (r *run) hangNATS(d time.Duration) error {
-	i, err := r.natsLeader()
+	i, holds, err := r.tp.natsBusiest()
 	if err != nil {
 		return err
 	}
+	r.event("%s", holds)
 	if err := r.tp.nats[i].signal(syscall.SIGSTOP, false); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package faults
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -449,17 +450,36 @@ func (tp *topology) js() (*nats.Conn, jetstream.JetStream, error) {
 }
 
 // natsLeader returns the node leading the most partition streams (then
-// the most streams of any kind: the lease and head buckets), and what it
-// leads.
+// the most streams of any kind: the lease and head buckets), and the
+// leaders.
 func (tp *topology) natsLeader() (int, string, error) {
-	nc, js, err := tp.js()
+	logs, all, leads, err := tp.streamLeaders()
 	if err != nil {
 		return -1, "", err
+	}
+	best := 0
+	for i := range natsNodes {
+		if logs[i] > logs[best] || logs[i] == logs[best] && all[i] > all[best] {
+			best = i
+		}
+	}
+	if all[best] == 0 {
+		return -1, "", errors.New("no stream has a leader")
+	}
+	return best, leads, nil
+}
+
+// streamLeaders counts, per node, the partition streams and all streams
+// it leads, as JetStream's stream info tells.
+func (tp *topology) streamLeaders() (logs, all []int, leads string, err error) {
+	nc, js, err := tp.js()
+	if err != nil {
+		return nil, nil, "", err
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	logs, all := make([]int, natsNodes), make([]int, natsNodes)
+	logs, all = make([]int, natsNodes), make([]int, natsNodes)
 	var led []string
 	names := wire.Names{}
 	lister := js.ListStreams(ctx)
@@ -480,19 +500,54 @@ func (tp *topology) natsLeader() (int, string, error) {
 		led = append(led, si.Config.Name+"→"+si.Cluster.Leader)
 	}
 	if err := lister.Err(); err != nil {
+		return nil, nil, "", err
+	}
+	sort.Strings(led)
+	return logs, all, strings.Join(led, " "), nil
+}
+
+// natsBusiest returns the node that most gamerelay processes' NATS
+// connections are attached to (what a hang of that node leaves hanging),
+// among those the one leading the most streams, and what each holds.
+func (tp *topology) natsBusiest() (int, string, error) {
+	logs, all, leads, err := tp.streamLeaders()
+	if err != nil {
 		return -1, "", err
 	}
-	best := -1
+	conns := make([]int, natsNodes)
+	var desc []string
 	for i := range natsNodes {
-		if best < 0 || logs[i] > logs[best] || logs[i] == logs[best] && all[i] > all[best] {
+		resp, err := httpClient.Get("http://" + hostPort(tp.natsHTTP[i]) + "/connz?limit=1024")
+		if err != nil {
+			return -1, "", err
+		}
+		var cz struct {
+			Connections []struct {
+				Name string `json:"name"`
+			} `json:"connections"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&cz)
+		resp.Body.Close()
+		if err != nil {
+			return -1, "", fmt.Errorf("nats n%d /connz: %w", i, err)
+		}
+		var names []string
+		for _, c := range cz.Connections {
+			if name, ok := strings.CutPrefix(c.Name, "gamerelay-"); ok {
+				names = append(names, name)
+			}
+		}
+		sort.Strings(names)
+		conns[i] = len(names)
+		desc = append(desc, fmt.Sprintf("n%d: %s", i, strings.Join(names, ",")))
+	}
+	best := 0
+	for i := range natsNodes {
+		if conns[i] > conns[best] || conns[i] == conns[best] && (logs[i] > logs[best] || logs[i] == logs[best] && all[i] > all[best]) {
 			best = i
 		}
 	}
-	if all[best] == 0 {
-		return -1, "", errors.New("no stream has a leader")
-	}
-	sort.Strings(led)
-	return best, strings.Join(led, " "), nil
+	return best, "connections " + strings.Join(desc, "; ") + "; leaders " + leads, nil
 }
 
 // sequencerOwningMost returns the sequencer holding the most partition
