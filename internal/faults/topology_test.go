@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -152,23 +153,43 @@ type topology struct {
 
 func hostPort(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
-// freePorts reserves n distinct free ports (free when it returns; nothing
-// else on the machine is expected to grab them in between).
+// freePorts picks n distinct free ports below the kernel's ephemeral
+// range (where outgoing connections take their local ports), so a port
+// stays free while its process is down between a kill and a restart.
 func freePorts(n int) ([]int, error) {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				lo = v
+			}
+		}
+	}
+	const base = 10000
+	if lo-base < 1000 {
+		lo = 65536 // a range reaching down here: take any port
+	}
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
 			l.Close()
 		}
 	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports := make([]int, 0, n)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			return nil, errors.New("no free ports")
+		}
+		addr := "127.0.0.1:0"
+		if lo < 65536 {
+			addr = hostPort(base + rand.IntN(lo-base))
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, err
+			continue
 		}
 		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
 }
