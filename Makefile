@@ -12,12 +12,18 @@ HELM        := $(TOOLS)/helm-$(HELM_VERSION)
 HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
 	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37
+# nats-server for the fault suite: the version go.mod requires, built from source.
+NATS_SERVER_VERSION := $(shell awk '$$1 == "github.com/nats-io/nats-server/v2" {print $$2}' go.mod)
+NATS_SERVER := $(TOOLS)/nats-server-$(NATS_SERVER_VERSION)
+FAULTS_RUN     ?= .
+FAULTS_TIMEOUT ?= 9m
+FAULTS_REPORT  ?= $(CURDIR)/bin/faults-report.md
 IMAGE       ?= ghcr.io/gamerelay/gamerelay
 IMAGE_TAG   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 PKGS        := ./...
 TEST_FLAGS  ?= -race -count=1 -timeout 15m
 
-.PHONY: help build run test check fmt vet staticcheck bench deps clean image helm manifests test-k8s
+.PHONY: help build run test test-faults check fmt vet staticcheck bench deps clean image helm manifests test-k8s
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +41,16 @@ test: deps e2e-deps ## run every test (race detector on) and every benchmark onc
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 $(PKGS)
 	$(MAKE) test-k8s
+
+$(NATS_SERVER):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
+	mv $(TOOLS)/nats-server $(NATS_SERVER)
+
+test-faults: deps $(NATS_SERVER) ## fault suite: every role and NATS/MongoDB as processes under load, crashed and hung (FAULTS_RUN=TestFaults/<scenario>; report: bin/faults-report.md)
+	$(GO) build -o bin/faults/gamerelay ./cmd/gamerelay
+	FAULTS_NATS_SERVER=$(NATS_SERVER) FAULTS_GAMERELAY=$(CURDIR)/bin/faults/gamerelay FAULTS_REPORT=$(FAULTS_REPORT) \
+		$(GO) test -tags faults -count=1 -v -timeout $(FAULTS_TIMEOUT) -run '$(FAULTS_RUN)' ./internal/faults
 
 # The browser test (web/e2e_test.go) needs Debian's chromium and
 # playwright-core; GAMERELAY_SKIP_BROWSER=1 skips it where neither can be had.
@@ -55,17 +71,21 @@ fmt: ## gofmt the tree
 
 vet: deps
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags faults ./internal/faults
 
 $(STATICCHECK):
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) $(PKGS)
+	$(STATICCHECK) -tags faults ./internal/faults
 
 check: deps $(STATICCHECK) ## what CI runs: gofmt, go vet, staticcheck, tests with -race
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags faults ./internal/faults
 	$(STATICCHECK) $(PKGS)
+	$(STATICCHECK) -tags faults ./internal/faults
 	$(MAKE) test
 
 bench: build ## the standard suite against gamerelay dev and the reference relay (rewrites its table in docs/benchmarks.md), then the Go benchmarks
