@@ -94,7 +94,10 @@ func (tp *topology) natsArgs(i int) []string {
 }
 
 // natsConfig mirrors deploy/k8s/nats-values.yaml where it matters here:
-// file storage, a 3-node cluster, sync_interval 10s.
+// file storage, a 3-node cluster, sync_interval 10s, and short pings on
+// client connections and routes, so the servers drop a hung peer (and the
+// subscriptions, queue group members among them, behind it) within a few
+// seconds instead of minutes.
 func (tp *topology) natsConfig(i int) string {
 	var routes []string
 	for _, p := range tp.natsCluster {
@@ -103,6 +106,8 @@ func (tp *topology) natsConfig(i int) string {
 	return fmt.Sprintf(`server_name: n%d
 listen: %q
 http: %q
+ping_interval: "1s"
+ping_max: 3
 jetstream {
   store_dir: %q
   sync_interval: "10s"
@@ -111,6 +116,8 @@ cluster {
   name: faults
   listen: %q
   routes: [%s]
+  ping_interval: "1s"
+  ping_max: 3
 }
 `, i, hostPort(tp.natsPort[i]), hostPort(tp.natsHTTP[i]), filepath.Join(tp.dir, fmt.Sprintf("n%d", i)),
 		hostPort(tp.natsCluster[i]), strings.Join(routes, ", "))
