@@ -150,6 +150,7 @@ func TestPolicies(t *testing.T) {
 				}
 			}
 			checkRoles(t, vs, roles)
+			checkClientAddresses(t, objs, roles["gateway"])
 			checkAgreement(t, deps)
 			checkServices(t, objs, deps)
 			checkHPAs(t, all[*autoscalingv2.HorizontalPodAutoscaler](objs), deps)

@@ -1,6 +1,7 @@
 package chartest
 
 import (
+	"slices"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -177,4 +178,90 @@ func jwksPort(nps []*networkingv1.NetworkPolicy) int32 {
 		}
 	}
 	return 0
+}
+
+// checkClientAddresses: limits per client address are on only where the
+// gateways see client addresses, through trusted proxies or a Service that
+// keeps them with no Ingress in front; elsewhere every player would count
+// as the proxy's address and be throttled together.
+func checkClientAddresses(t *testing.T, objs []object, gw *appsv1.Deployment) {
+	t.Helper()
+	if gw == nil {
+		return
+	}
+	c := gw.Spec.Template.Spec.Containers[0]
+	if _, ok := env(c, "GAMERELAY_TRUSTED_PROXIES"); ok {
+		return
+	}
+	keeps := len(all[*networkingv1.Ingress](objs)) == 0
+	if keeps {
+		keeps = false
+		for _, s := range all[*corev1.Service](objs) {
+			if s.Labels["app.kubernetes.io/component"] == "gateway" && s.Spec.ClusterIP != corev1.ClusterIPNone &&
+				(s.Spec.Type == corev1.ServiceTypeLoadBalancer || s.Spec.Type == corev1.ServiceTypeNodePort) &&
+				s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+				keeps = true
+			}
+		}
+	}
+	if keeps {
+		return
+	}
+	for _, name := range []string{"GAMERELAY_JOIN_RATE", "GAMERELAY_MAX_CONNS_PER_ADDR"} {
+		// Unset means the flag's default, which limits joins.
+		if v, ok := env(c, name); !ok || v != "0" {
+			t.Errorf("%s: %s=%q (set: %v), but the gateways see only their proxies' addresses (no trustedProxies, no Service keeping client addresses): want \"0\"", gw.Name, name, v, ok)
+		}
+	}
+}
+
+// The admission values reach the gateway's flags; the per-address limits
+// only where client addresses are known.
+func TestGatewayAdmissionFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		set string
+		env map[string]string
+	}{
+		{"default", map[string]string{
+			"GAMERELAY_MAX_CONNS":          "0",
+			"GAMERELAY_TRUSTED_PROXIES":    absent,
+			"GAMERELAY_MAX_CONNS_PER_ADDR": "0",
+			"GAMERELAY_JOIN_RATE":          "0",
+			"GAMERELAY_JOIN_BURST":         "100",
+			"GAMERELAY_ANONYMOUS_PREFIX":   absent,
+		}},
+		{"ingress-trusted-proxies", map[string]string{
+			"GAMERELAY_MAX_CONNS":          "40000",
+			"GAMERELAY_TRUSTED_PROXIES":    "10.244.0.0/16,fd00:10:244::/56",
+			"GAMERELAY_MAX_CONNS_PER_ADDR": "200",
+			"GAMERELAY_JOIN_RATE":          "7.5",
+			"GAMERELAY_JOIN_BURST":         "50",
+			"GAMERELAY_ALLOW_ANONYMOUS":    "true",
+			"GAMERELAY_ANONYMOUS_PREFIX":   "public-",
+		}},
+		{"loadbalancer-local", map[string]string{
+			"GAMERELAY_TRUSTED_PROXIES":    absent,
+			"GAMERELAY_MAX_CONNS_PER_ADDR": "100",
+			"GAMERELAY_JOIN_RATE":          "20",
+		}},
+		// The same Service behind an Ingress: the players come through the
+		// controller.
+		{"loadbalancer-local-ingress", map[string]string{
+			"GAMERELAY_MAX_CONNS_PER_ADDR": "0",
+			"GAMERELAY_JOIN_RATE":          "0",
+		}},
+	} {
+		t.Run(tc.set, func(t *testing.T) {
+			t.Parallel()
+			vs := valueSet{name: tc.set}
+			if tc.set == "loadbalancer-local-ingress" {
+				vs.args = append(slices.Clone(valueSetNamed(t, "loadbalancer-local").args), "--set", "gateway.ingress.enabled=true")
+			} else {
+				vs = valueSetNamed(t, tc.set)
+			}
+			c, _, _ := gatewayOf(t, vs)
+			checkEnv(t, tc.set, c, tc.env)
+		})
+	}
 }

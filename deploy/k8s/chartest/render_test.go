@@ -84,6 +84,20 @@ var valueSets = []valueSet{
 		"gateway.tokens.issuer=https://idp.example.com/",
 		"networkPolicy.jwksTo[0].ipBlock.cidr=0.0.0.0/0",
 	}, ",")}},
+	// Behind the chart's Ingress with the controller's network trusted:
+	// caps and per-address limits on.
+	{"ingress-trusted-proxies", []string{"--set", strings.Join([]string{
+		"gateway.ingress.enabled=true",
+		"gateway.trustedProxies={10.244.0.0/16,fd00:10:244::/56}",
+		"gateway.maxConns=40000",
+		"gateway.maxConnsPerAddr=200",
+		"gateway.joinBurst=50",
+		"gateway.anonymousPrefix=public-",
+		"gateway.allowAnonymous=true",
+	}, ","), "--set-json", "gateway.joinRate=7.5"}},
+	// A load balancer that keeps client addresses, no proxy in front: the
+	// per-address limits count the peers.
+	{"loadbalancer-local", []string{"--set", "gateway.service.type=LoadBalancer,gateway.service.externalTrafficPolicy=Local,gateway.maxConnsPerAddr=100"}},
 }
 
 // helmBin finds helm: $HELM (set by the Makefile), else bin/tools.

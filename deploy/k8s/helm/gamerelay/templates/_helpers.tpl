@@ -213,6 +213,26 @@ before any pod crash-loops.
 {{- end }}
 {{- end }}
 
+{{/*
+Whether the gateways see their clients' addresses, so that limits per client
+address count players and not the proxy in front: "true" when
+gateway.trustedProxies is set (X-Forwarded-For from those proxies names the
+client), or when the gateway Service itself keeps client addresses (type
+LoadBalancer or NodePort with externalTrafficPolicy Local) and no Ingress
+sits in front.
+*/}}
+{{- define "gamerelay.gatewaySeesClients" -}}
+{{- $g := .Values.gateway }}
+{{- if $g.trustedProxies }}true
+{{- else if and (not $g.ingress.enabled) (has $g.service.type (list "LoadBalancer" "NodePort")) (eq $g.service.externalTrafficPolicy "Local") }}true
+{{- end }}
+{{- end }}
+
+{{/* A number as a flag takes it: an integer without a decimal point or exponent. */}}
+{{- define "gamerelay.number" -}}
+{{- if eq (float64 .) (float64 (int64 .)) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+
 {{/* Sequencer settings: for the sequencer, and for a gateway that embeds it. */}}
 {{- define "gamerelay.sequencerEnv" -}}
 {{- $s := .Values.sequencer }}
