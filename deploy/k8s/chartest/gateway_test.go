@@ -118,6 +118,21 @@ func TestGatewayTokenFlags(t *testing.T) {
 			},
 		},
 		{
+			set: "production",
+			env: map[string]string{
+				"GAMERELAY_TOKEN_SECRET_FILE": "/etc/gamerelay/secrets/token-secret",
+				"GAMERELAY_TOKEN_SECRET_ID":   "2026-02",
+				"GAMERELAY_TOKEN_KEYS_FILE":   "/etc/gamerelay/secrets/token-keys",
+				"GAMERELAY_TOKEN_LEEWAY":      "30s",
+				"GAMERELAY_API_KEYS_FILE":     "/etc/gamerelay/secrets/api-keys",
+			},
+			files: map[string]string{
+				"/etc/gamerelay/secrets/token-secret": "gamerelay/token-secret",
+				"/etc/gamerelay/secrets/token-keys":   "gamerelay/token-keys",
+				"/etc/gamerelay/secrets/api-keys":     "gamerelay/api-keys",
+			},
+		},
+		{
 			set: "token-public-keys-jwks",
 			env: map[string]string{
 				"GAMERELAY_TOKEN_SECRET_FILE": absent,
@@ -239,6 +254,13 @@ func TestGatewayAdmissionFlags(t *testing.T) {
 			"GAMERELAY_JOIN_BURST":         "50",
 			"GAMERELAY_ALLOW_ANONYMOUS":    "true",
 			"GAMERELAY_ANONYMOUS_PREFIX":   "public-",
+		}},
+		{"production", map[string]string{
+			"GAMERELAY_MAX_CONNS":          "100000",
+			"GAMERELAY_TRUSTED_PROXIES":    "10.244.0.0/16",
+			"GAMERELAY_MAX_CONNS_PER_ADDR": "200",
+			"GAMERELAY_JOIN_RATE":          "20",
+			"GAMERELAY_JOIN_BURST":         "100",
 		}},
 		{"loadbalancer-local", map[string]string{
 			"GAMERELAY_TRUSTED_PROXIES":    absent,
