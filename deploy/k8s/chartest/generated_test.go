@@ -18,27 +18,30 @@ import (
 // metrics are the names gamerelay exports (docs/operations.md). Alerts and
 // dashboards may use only these.
 var metrics = map[string]string{
-	"gamerelay_sequencer_appended_total":       "counter",
-	"gamerelay_sequencer_append_failed_total":  "counter",
-	"gamerelay_sequencer_conflicts_total":      "counter",
-	"gamerelay_sequencer_retries_total":        "counter",
-	"gamerelay_sequencer_batch_size":           "histogram",
-	"gamerelay_sequencer_publish_seconds":      "histogram",
-	"gamerelay_sequencer_partitions_owned":     "gauge",
-	"gamerelay_feed_gap_messages_filled_total": "counter",
-	"gamerelay_feeds_open":                     "gauge",
-	"gamerelay_gateway_connections":            "gauge",
-	"gamerelay_gateway_games_hosted":           "gauge",
-	"gamerelay_gateway_messages_in_total":      "counter",
-	"gamerelay_gateway_messages_out_total":     "counter",
-	"gamerelay_gateway_bytes_out_total":        "counter",
-	"gamerelay_gateway_append_seconds":         "histogram",
-	"gamerelay_gateway_closes_total":           "counter",
-	"gamerelay_gateway_errors_total":           "counter",
-	"gamerelay_archiver_archived_total":        "counter",
-	"gamerelay_archiver_write_errors_total":    "counter",
-	"gamerelay_archiver_consumer_pending":      "gauge",
-	"gamerelay_archiver_lag_seconds":           "gauge",
+	"gamerelay_sequencer_appended_total":             "counter",
+	"gamerelay_sequencer_append_failed_total":        "counter",
+	"gamerelay_sequencer_conflicts_total":            "counter",
+	"gamerelay_sequencer_retries_total":              "counter",
+	"gamerelay_sequencer_batch_size":                 "histogram",
+	"gamerelay_sequencer_publish_seconds":            "histogram",
+	"gamerelay_sequencer_partitions_owned":           "gauge",
+	"gamerelay_sequencer_verified_total":             "counter",
+	"gamerelay_sequencer_lease_renewal_errors_total": "counter",
+	"gamerelay_feed_gap_messages_filled_total":       "counter",
+	"gamerelay_feeds_open":                           "gauge",
+	"gamerelay_gateway_connections":                  "gauge",
+	"gamerelay_gateway_games_hosted":                 "gauge",
+	"gamerelay_gateway_messages_in_total":            "counter",
+	"gamerelay_gateway_messages_out_total":           "counter",
+	"gamerelay_gateway_bytes_out_total":              "counter",
+	"gamerelay_gateway_append_seconds":               "histogram",
+	"gamerelay_gateway_closes_total":                 "counter",
+	"gamerelay_gateway_errors_total":                 "counter",
+	"gamerelay_gateway_refused_total":                "counter",
+	"gamerelay_archiver_archived_total":              "counter",
+	"gamerelay_archiver_write_errors_total":          "counter",
+	"gamerelay_archiver_consumer_pending":            "gauge",
+	"gamerelay_archiver_lag_seconds":                 "gauge",
 }
 
 // knownSeries reports whether name is a series gamerelay exports: a counter
@@ -150,6 +153,7 @@ func TestAlertRules(t *testing.T) {
 	for _, want := range []string{
 		"GamerelayArchiverLag", "GamerelayArchiverPendingGrowing", "GamerelaySlowConsumerCloses",
 		"GamerelayAppendErrors", "GamerelayPartitionUnowned",
+		"GamerelayGatewayRefusing", "GamerelaySequencerVerifying", "GamerelayLeaseRenewalErrors",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("alerts.yaml has no %s", want)

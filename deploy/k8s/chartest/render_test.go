@@ -60,6 +60,44 @@ var valueSets = []valueSet{
 		"secrets.keys.apiKeys=api-keys",
 	}, ",")}},
 	{"tls-server-only", []string{"--set", "nats.tls.enabled=true,nats.tls.clientCertificates=false"}},
+	// A token key rotation: the current key with its id, the other one
+	// in the keys file.
+	{"token-rotation", []string{"--set", strings.Join([]string{
+		"secrets.keys.tokenKeys=token-keys",
+		"gateway.tokens.secretID=2026-02",
+		"gateway.allowCreate=true",
+		"gateway.tokens.maxLifetime=12h",
+		"gateway.tokens.ttl=6h",
+		"gateway.tokens.leeway=30s",
+	}, ",")}},
+	// Tokens of an identity provider and a studio's own key pair, no HS256
+	// secret; the JWKS host is opened in the gateway's NetworkPolicy.
+	{"token-public-keys-jwks", []string{"--set", strings.Join([]string{
+		"secrets.keys.tokenSecret=",
+		"gateway.tokens.publicKeys[0].kid=studio-2026",
+		"gateway.tokens.publicKeys[0].key=token-public-studio-2026.pem",
+		"gateway.tokens.publicKeys[1].kid=",
+		"gateway.tokens.publicKeys[1].key=tls.crt",
+		"gateway.tokens.publicKeys[1].secret=legacy-signer",
+		"gateway.tokens.jwksURL=https://idp.example.com/.well-known/jwks.json",
+		"gateway.tokens.audience=gamerelay",
+		"gateway.tokens.issuer=https://idp.example.com/",
+		"networkPolicy.jwksTo[0].ipBlock.cidr=0.0.0.0/0",
+	}, ",")}},
+	// Behind the chart's Ingress with the controller's network trusted:
+	// caps and per-address limits on.
+	{"ingress-trusted-proxies", []string{"--set", strings.Join([]string{
+		"gateway.ingress.enabled=true",
+		"gateway.trustedProxies={10.244.0.0/16,fd00:10:244::/56}",
+		"gateway.maxConns=40000",
+		"gateway.maxConnsPerAddr=200",
+		"gateway.joinBurst=50",
+		"gateway.anonymousPrefix=public-",
+		"gateway.allowAnonymous=true",
+	}, ","), "--set-json", "gateway.joinRate=7.5"}},
+	// A load balancer that keeps client addresses, no proxy in front: the
+	// per-address limits count the peers.
+	{"loadbalancer-local", []string{"--set", "gateway.service.type=LoadBalancer,gateway.service.externalTrafficPolicy=Local,gateway.maxConnsPerAddr=100"}},
 }
 
 // helmBin finds helm: $HELM (set by the Makefile), else bin/tools.

@@ -166,6 +166,73 @@ Call with (dict "ctx" $ "role" "gateway").
 {{- end }}
 {{- end }}
 
+{{/* Where the i-th of gateway.tokens.publicKeys is mounted, under secretsDir. */}}
+{{- define "gamerelay.tokenPublicKeyPath" -}}
+{{- printf "token-public-keys/%d.pem" (int .) }}
+{{- end }}
+
+{{/*
+The gateway's token flags beyond the secret: --token-public-key entries
+(KID=PATH, comma-separated as the environment takes them), after checking
+what the gateway would refuse at start.
+*/}}
+{{- define "gamerelay.tokenPublicKeys" -}}
+{{- $dir := include "gamerelay.secretsDir" . }}
+{{- $out := list }}
+{{- range $i, $k := .Values.gateway.tokens.publicKeys }}
+{{- $path := printf "%s/%s" $dir (include "gamerelay.tokenPublicKeyPath" $i) }}
+{{- $out = append $out (ternary $path (printf "%s=%s" $k.kid $path) (eq $k.kid "")) }}
+{{- end }}
+{{- join "," $out }}
+{{- end }}
+
+{{/*
+Fails on token settings the gateway would refuse at start, so helm says so
+before any pod crash-loops.
+*/}}
+{{- define "gamerelay.checkTokens" -}}
+{{- $v := .Values }}
+{{- $t := $v.gateway.tokens }}
+{{- $secret := $v.secrets.keys.tokenSecret }}
+{{- if and (not $secret) (not $v.secrets.keys.tokenKeys) (not $t.publicKeys) (not $t.jwksURL) (not $v.gateway.allowAnonymous) }}
+{{- fail "no one could join the gateway: set secrets.keys.tokenSecret, secrets.keys.tokenKeys, gateway.tokens.publicKeys or gateway.tokens.jwksURL, or gateway.allowAnonymous" }}
+{{- end }}
+{{- if and $v.gateway.allowCreate (not $secret) }}
+{{- fail "gateway.allowCreate needs secrets.keys.tokenSecret: create hands out tokens signed with it" }}
+{{- end }}
+{{- if and $t.secretID (not $secret) }}
+{{- fail "gateway.tokens.secretID names the key of secrets.keys.tokenSecret, which is empty" }}
+{{- end }}
+{{- $kids := dict }}
+{{- if $secret }}{{ $_ := set $kids $t.secretID "secrets.keys.tokenSecret" }}{{ end }}
+{{- range $i, $k := $t.publicKeys }}
+{{- with (get $kids $k.kid) }}
+{{- fail (printf "gateway.tokens.publicKeys[%d]: kid %q is taken by %s (kids are unique; \"\" is the key of tokens without kid)" $i $k.kid .) }}
+{{- end }}
+{{- $_ := set $kids $k.kid (printf "gateway.tokens.publicKeys[%d]" $i) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the gateways see their clients' addresses, so that limits per client
+address count players and not the proxy in front: "true" when
+gateway.trustedProxies is set (X-Forwarded-For from those proxies names the
+client), or when the gateway Service itself keeps client addresses (type
+LoadBalancer or NodePort with externalTrafficPolicy Local) and no Ingress
+sits in front.
+*/}}
+{{- define "gamerelay.gatewaySeesClients" -}}
+{{- $g := .Values.gateway }}
+{{- if $g.trustedProxies }}true
+{{- else if and (not $g.ingress.enabled) (has $g.service.type (list "LoadBalancer" "NodePort")) (eq $g.service.externalTrafficPolicy "Local") }}true
+{{- end }}
+{{- end }}
+
+{{/* A number as a flag takes it: an integer without a decimal point or exponent. */}}
+{{- define "gamerelay.number" -}}
+{{- if eq (float64 .) (float64 (int64 .)) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+
 {{/* Sequencer settings: for the sequencer, and for a gateway that embeds it. */}}
 {{- define "gamerelay.sequencerEnv" -}}
 {{- $s := .Values.sequencer }}
@@ -187,15 +254,32 @@ flags' files hold. Call with (dict "ctx" $ "role" "gateway").
 {{- $v := .ctx.Values }}
 {{- $natsSecret := include "gamerelay.natsSecret" .ctx }}
 {{- if eq .role "gateway" }}
+{{- $main := $v.secrets.existingSecret }}
+{{- $items := dict $main list }}
+{{- with $v.secrets.keys.tokenSecret }}
+{{- $_ := set $items $main (append (get $items $main) (dict "key" . "path" "secrets/token-secret")) }}
+{{- end }}
+{{- with $v.secrets.keys.tokenKeys }}
+{{- $_ := set $items $main (append (get $items $main) (dict "key" . "path" "secrets/token-keys")) }}
+{{- end }}
+{{- with $v.secrets.keys.apiKeys }}
+{{- $_ := set $items $main (append (get $items $main) (dict "key" . "path" "secrets/api-keys")) }}
+{{- end }}
+{{- range $i, $k := $v.gateway.tokens.publicKeys }}
+{{- $name := default $main $k.secret }}
+{{- $_ := set $items $name (append (default list (get $items $name)) (dict "key" $k.key "path" (include "gamerelay.tokenPublicKeyPath" $i))) }}
+{{- end }}
+{{- range $name := prepend (without (keys $items | sortAlpha) $main) $main }}
+{{- with (get $items $name) }}
 - secret:
-    name: {{ $v.secrets.existingSecret }}
+    name: {{ $name }}
     items:
-      - key: {{ $v.secrets.keys.tokenSecret }}
-        path: secrets/token-secret
-      {{- with $v.secrets.keys.apiKeys }}
-      - key: {{ . }}
-        path: secrets/api-keys
+      {{- range . }}
+      - key: {{ .key }}
+        path: {{ .path }}
       {{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if eq .role "archiver" }}
 - secret:
