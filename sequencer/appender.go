@@ -118,7 +118,7 @@ func NewAppender(ctx context.Context, nc *nats.Conn, cfg Config) (*Appender, err
 	if err != nil {
 		return nil, errors.Join(errors.New("sequencer: open heads bucket (run Provision first)"), err)
 	}
-	return newAppender(cfg, newStore(nc, cfg.names(), cfg.RequestTimeout), heads, nc), nil
+	return newAppender(cfg, newStore(nc, cfg.names(), cfg.RequestTimeout, cfg.PublishTimeout), heads, nc), nil
 }
 
 // newAppender returns an Appender over st, heads and live; cfg has its
@@ -594,7 +594,9 @@ func (a *Appender) retried(reason string) {
 // sleep backs off before retry attempt n (≥1) with full jitter; false if the
 // Appender closed meanwhile.
 func (a *Appender) sleep(n int) bool {
-	d := time.Duration(250<<min(n, 12)) * time.Microsecond // 0.5ms … 1s
+	// At most a quarter second: after a stream's leader election the next
+	// attempt must not be far behind.
+	d := time.Duration(250<<min(n, 10)) * time.Microsecond // 0.5ms … 256ms
 	d = time.Duration(rand.Int64N(int64(d))) + 100*time.Microsecond
 	t := time.NewTimer(d)
 	defer t.Stop()

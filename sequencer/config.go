@@ -41,8 +41,14 @@ type Config struct {
 	MaxInflightBatches int
 	// MaxMessageBytes bounds one message body. Default 64 KiB.
 	MaxMessageBytes int
-	// RequestTimeout bounds one JetStream request. Default 5s.
+	// RequestTimeout bounds one JetStream read (head, history). Default 5s.
 	RequestTimeout time.Duration
+	// PublishTimeout bounds one publish attempt: a publish without an ack
+	// within it (the stream is electing a leader, or the ack was lost) is
+	// retried with the same Nats-Msg-Id. A stream without a leader drops
+	// publishes silently, so this, not RequestTimeout, is how long an
+	// append waits after a new leader is elected. Default 1s.
+	PublishTimeout time.Duration
 	// AttemptTimeout is how long a Client waits for one sequencer's answer
 	// to an append before asking any other sequencer (with the same
 	// idempotency key). Default 1s.
@@ -99,6 +105,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = time.Second
 	}
 	if c.AttemptTimeout == 0 {
 		c.AttemptTimeout = time.Second

@@ -47,7 +47,7 @@ var _ readStore = (*store)(nil)
 // NewReader returns a Reader over the partition streams of cfg.
 func NewReader(nc *nats.Conn, cfg Config) *Reader {
 	cfg = cfg.withDefaults()
-	return &Reader{st: newStore(nc, cfg.names(), cfg.RequestTimeout), parts: cfg.Partitions}
+	return &Reader{st: newStore(nc, cfg.names(), cfg.RequestTimeout, cfg.PublishTimeout), parts: cfg.Partitions}
 }
 
 // Head returns the game's last stored message; ok is false if it has none.

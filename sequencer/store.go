@@ -95,15 +95,16 @@ var errNotFound = errors.New("sequencer: message not found")
 // atomic batches and Direct Get, none of which need more than core NATS.
 type store struct {
 	// Static after construction.
-	nc      *nats.Conn
-	names   wire.Names
-	timeout time.Duration // per request
+	nc         *nats.Conn
+	names      wire.Names
+	timeout    time.Duration // per read
+	pubTimeout time.Duration // per publish attempt
 
 	replies replies // for publishes; its nc is set by newStore
 }
 
-func newStore(nc *nats.Conn, names wire.Names, timeout time.Duration) *store {
-	s := &store{nc: nc, names: names, timeout: timeout}
+func newStore(nc *nats.Conn, names wire.Names, timeout, pubTimeout time.Duration) *store {
+	s := &store{nc: nc, names: names, timeout: timeout, pubTimeout: pubTimeout}
 	s.replies.nc = nc
 	return s
 }
@@ -151,14 +152,14 @@ func decodeAck(resp *nats.Msg) (*pubAck, error) {
 	return &ack, nil
 }
 
-// publish sends one message and waits for its ack, up to the request
+// publish sends one message and waits for its ack, up to the publish
 // timeout or deadline (if not zero), whichever comes first. It takes no
 // context (a publish is answered in microseconds, or times out): a timer
 // from nats.go's pool costs far less per message than a context and timer
 // of its own, which profiles showed on every append. The ack comes back
 // through s.replies.
 func (s *store) publish(deadline time.Time, m *nats.Msg) (*pubAck, error) {
-	d := s.timeout
+	d := s.pubTimeout
 	if !deadline.IsZero() {
 		if d = min(d, time.Until(deadline)); d <= 0 {
 			return nil, context.DeadlineExceeded
