@@ -196,3 +196,68 @@ func nestingDepth(b []byte) int {
 	}
 	return maxD
 }
+
+// FuzzScanUnique: ScanUnique accepts exactly what Scan accepts whose
+// top-level keys, decoded as encoding/json decodes them, are distinct.
+func FuzzScanUnique(f *testing.F) {
+	for _, s := range []string{`{"a":1,"b":2}`, `{"type":"joined","type":"chat"}`, `{"type":"a","t\u0079pe":"b"}`,
+		`{"score":1,"Score":2}`, `{"a":{"x":1,"x":2}}`, `{"\ud800":1,"\udc00":2}`, `{"\ud800":1,"\ufffd":2}`, `[]`, `{`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		err := ScanUnique(b, nil)
+		if Scan(b, nil) != nil {
+			if err == nil {
+				t.Fatalf("ScanUnique accepted %q, which Scan refuses", b)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		dup := false
+		_ = Scan(b, func(k, _ []byte) error {
+			var s string
+			if e := json.Unmarshal(append(append([]byte{'"'}, k...), '"'), &s); e != nil {
+				t.Fatalf("key %q of %q does not decode: %v", k, b, e)
+			}
+			dup = dup || seen[s]
+			seen[s] = true
+			return nil
+		})
+		if dup != errors.Is(err, ErrDuplicateKey) || (!dup && err != nil) {
+			t.Fatalf("ScanUnique(%q) = %v, duplicate keys %v", b, err, dup)
+		}
+	})
+}
+
+// FuzzKeyFold: KeyFold matches a key exactly when encoding/json, which
+// matches field names case-insensitively, would decode it into a field of
+// that name.
+func FuzzKeyFold(f *testing.F) {
+	for _, s := range []string{"user", "USER", `\u0055ser`, "uſer", "\u212a", "msg_id", "MSG_ID", "source", "Source", "x"} {
+		f.Add([]byte(s), "user")
+		f.Add([]byte(s), "k")
+		f.Add([]byte(s), "msg_id")
+	}
+	f.Fuzz(func(t *testing.T, raw []byte, name string) {
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; !(c >= 'a' && c <= 'z' || c == '_') {
+				return // reserved names are lower-case ASCII
+			}
+		}
+		if name == "" || Scan(append(append([]byte(`{"`), raw...), `":1}`...), nil) != nil {
+			return
+		}
+		// encoding/json decodes {"<raw>":1} into the one field named name
+		// if and only if it matches that field.
+		var v map[string]any
+		_ = json.Unmarshal(append(append([]byte(`{"`), raw...), `":1}`...), &v)
+		var key string
+		for k := range v {
+			key = k
+		}
+		want := strings.EqualFold(key, name)
+		if got := KeyFold(raw, name); got != want {
+			t.Fatalf("KeyFold(%q, %q) = %v; the key decodes to %q, EqualFold %v", raw, name, got, key, want)
+		}
+	})
+}
