@@ -1,0 +1,132 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// rawFrame encodes one masked client frame.
+func rawFrame(op ws.OpCode, fin bool, p []byte) []byte {
+	var b bytes.Buffer
+	_ = ws.WriteFrame(&b, ws.MaskFrame(ws.NewFrame(op, fin, p)))
+	return b.Bytes()
+}
+
+// readersInPayload counts the gateway's reader goroutines waiting for the
+// rest of a frame's payload.
+func readersInPayload() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "gateway.(*frameReader).next(") &&
+			strings.Contains(g, "gateway.(*frameReader).readFull(") &&
+			!strings.Contains(g, "gateway.(*frameReader).readHeader(") {
+			n++
+		}
+	}
+	return n
+}
+
+// liveHeap returns the bytes of live heap objects, after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// Clients that announce large frames and send a few bytes of each hold
+// little of the gateway's memory: a frame's buffer grows with the bytes
+// that arrived, not with the length its header announced.
+func TestAnnouncedFramesHoldLittle(t *testing.T) {
+	const (
+		conns     = 1000
+		announced = 64<<10 - 1 // within the default MaxMessageBytes: not refused
+		sent      = 18         // payload bytes each client sends
+	)
+	// The bound: a buffer of payloadChunk (4 KiB) per connection is 4 MB
+	// for 1,000 of them; the rest is the noise of a running system.
+	// Buffers allocated at the announced length would hold 64 KiB per
+	// connection: 64 MB, and still 21 MB if only the third of the
+	// connections using one of the framings below got them.
+	const bound = 16 << 20
+	s := newSystem(t, 1, Config{AllowAnonymous: true})
+	tg := s.gws[0]
+	// Spectators, who add nothing to the log, so that the measure sees
+	// no presence traffic; they may send frames like anyone.
+	const game = "announce"
+	owner := dial(t, tg.url)
+	owner.send(joinMsg(game, mint(t, testSecret, game, RolePlayer, time.Hour), 0))
+	owner.expect("joined")
+	owner.expect("presence")
+	watch := mint(t, testSecret, game, RoleSpectator, time.Hour)
+
+	// Each framing announces the same length; every third connection
+	// uses one of them.
+	mask := []byte{1, 2, 3, 4}
+	framings := map[string][]byte{
+		// 126: a 16-bit length follows.
+		"16-bit length": append([]byte{0x81, 0x80 | 126, announced >> 8, announced & 0xff}, mask...),
+		// 127: a 64-bit length follows.
+		"64-bit length": append(binary.BigEndian.AppendUint64([]byte{0x81, 0x80 | 127}, announced), mask...),
+		// A first fragment, then a continuation announcing the rest.
+		"continuation": append(rawFrame(ws.OpText, false, []byte(`{"type":"x",`)),
+			append([]byte{0x80, 0x80 | 126, (announced - 12) >> 8, (announced - 12) & 0xff}, mask...)...),
+	}
+	var frames [][]byte
+	for name, f := range framings {
+		t.Logf("%s: % x …", name, f)
+		frames = append(frames, append(f, make([]byte, sent)...))
+	}
+	// Bare sockets: the test's own clients must not weigh in the measure.
+	cs := make([]net.Conn, conns)
+	for i := range cs {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, _, _, err := ws.Dial(ctx, tg.url)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		if err := wsutil.WriteClientText(c, []byte(joinMsg(game, watch, 0))); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := wsutil.ReadServerText(c); err != nil || !bytes.Contains(p, []byte(`"type":"joined"`)) {
+			t.Fatalf("join %d: %s %v", i, p, err)
+		}
+		cs[i] = c
+	}
+	before := liveHeap()
+	for i, c := range cs {
+		if _, err := c.Write(frames[i%len(frames)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "every reader to wait for the rest of its payload", func() bool {
+		return readersInPayload() >= conns
+	})
+	held := int64(liveHeap()) - int64(before)
+	t.Logf("%d connections announcing %d bytes each hold %.1f MB (buffers of the announced length: %.1f MB)",
+		conns, announced, float64(held)/1e6, float64(conns*announced)/1e6)
+	if held > bound {
+		t.Fatalf("held %d bytes, want at most %d", held, bound)
+	}
+	runtime.KeepAlive(cs)
+}
