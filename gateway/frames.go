@@ -39,7 +39,7 @@ var errIdle = fmt.Errorf("gateway: idle: %w", os.ErrDeadlineExceeded)
 // idle connections).
 type frameReader struct {
 	r   io.Reader
-	max int // largest message payload
+	max int // largest message payload (the gateway lowers it before a join)
 	// stall, if > 0, is how long a client may pause in the middle of a
 	// message: a deadline passing there is pushed back by stall as long as
 	// bytes keep coming (r must have SetReadDeadline). 0: the deadline
@@ -54,6 +54,14 @@ type frameReader struct {
 	buf        *[readBufSize]byte // nil until the first read after release
 	bpos, bend int                // unread bytes are buf[bpos:bend]
 }
+
+// preJoinMaxBytes bounds a message before the connection joined a game
+// (when MaxMessageBytes is larger): a join or create is small. It leaves
+// room for a join with the longest token package token reads (8 KiB,
+// maxTokenBytes) and every other field; a connection that sends more
+// before joining is closed with too_large, as for any message over the
+// limit.
+const preJoinMaxBytes = 10 << 10
 
 // readBufSize is the read buffer of an active connection.
 const readBufSize = 1024

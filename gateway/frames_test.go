@@ -12,6 +12,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
 // rawFrame encodes one masked client frame.
@@ -19,6 +21,22 @@ func rawFrame(op ws.OpCode, fin bool, p []byte) []byte {
 	var b bytes.Buffer
 	_ = ws.WriteFrame(&b, ws.MaskFrame(ws.NewFrame(op, fin, p)))
 	return b.Bytes()
+}
+
+// write writes p to the server, one byte at a time if bytewise.
+func (c *client) write(p []byte, bytewise bool) {
+	c.t.Helper()
+	step := len(p)
+	if bytewise {
+		step = 1
+	}
+	for len(p) > 0 {
+		n := min(step, len(p))
+		if _, err := (lockedRW{c}).Write(p[:n]); err != nil {
+			c.t.Fatalf("write: %v", err)
+		}
+		p = p[n:]
+	}
 }
 
 // readersInPayload counts the gateway's reader goroutines waiting for the
@@ -129,4 +147,61 @@ func TestAnnouncedFramesHoldLittle(t *testing.T) {
 		t.Fatalf("held %d bytes, want at most %d", held, bound)
 	}
 	runtime.KeepAlive(cs)
+}
+
+// A message over preJoinMaxBytes before a join closes the connection with
+// too_large and 1009; once joined, MaxMessageBytes applies.
+func TestPreJoinMessageLimit(t *testing.T) {
+	s := newSystem(t, 1, Config{AllowAnonymous: true})
+	url := s.gws[0].url
+	big := `{"type":"move","x":"` + strings.Repeat("x", preJoinMaxBytes+1-22) + `"}`
+	if len(big) != preJoinMaxBytes+1 {
+		t.Fatalf("message of %d bytes", len(big))
+	}
+	// A join of exactly preJoinMaxBytes (padded with JSON whitespace).
+	join := `{"type":"join","game":"cap"`
+	join += strings.Repeat(" ", preJoinMaxBytes-len(join)-1) + "}"
+	half := len(big) / 2
+
+	for name, tc := range map[string]struct {
+		join   bool     // join first
+		frames [][]byte // then send these
+		close  ws.StatusCode
+	}{
+		"over the limit before a join": {false, [][]byte{rawFrame(ws.OpText, true, []byte(big))}, wire.CloseTooBig},
+		"over the limit in fragments before a join": {false, [][]byte{
+			rawFrame(ws.OpText, false, []byte(big[:half])),
+			rawFrame(ws.OpContinuation, true, []byte(big[half:])),
+		}, wire.CloseTooBig},
+		"a join at the limit":             {false, [][]byte{rawFrame(ws.OpText, true, []byte(join))}, 0},
+		"over the pre-join limit, joined": {true, [][]byte{rawFrame(ws.OpText, true, []byte(big))}, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := dial(t, url)
+			if tc.join {
+				c.send(`{"type":"join","game":"cap"}`)
+				c.expect("joined")
+			}
+			for _, f := range tc.frames {
+				c.write(f, false)
+			}
+			m := nextNotPresence(c)
+			if tc.close != 0 {
+				if m["type"] != "error" || m["code"] != wire.CodeTooLarge {
+					t.Fatalf("got %v, want error %s", m, wire.CodeTooLarge)
+				}
+				if code := c.closed(5 * time.Second); code != tc.close {
+					t.Fatalf("closed with %d, want %d", code, tc.close)
+				}
+				return
+			}
+			if tc.join {
+				if m["type"] != "move" || len(m["x"].(string)) != preJoinMaxBytes+1-22 || id(m) == 0 {
+					t.Fatalf("got %.200v, want the message back, stored", m)
+				}
+			} else if m["type"] != "joined" {
+				t.Fatalf("got %v, want joined", m)
+			}
+		})
+	}
 }

@@ -307,7 +307,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		addr:   hostOf(r.RemoteAddr),
 		bucket: uint8(n % pingBuckets),
 	}
-	c.fr = frameReader{r: src, max: g.cfg.MaxMessageBytes}
+	c.fr = frameReader{r: src, max: min(preJoinMaxBytes, g.cfg.MaxMessageBytes)}
 	_ = c.nc.SetReadDeadline(time.Now().Add(g.cfg.JoinTimeout))
 	g.mu.Lock()
 	if g.draining.Load() {
@@ -382,6 +382,7 @@ func (g *Gateway) serve(c *conn) {
 func (g *Gateway) read(c *conn) (parked bool) {
 	for {
 		if c.hub != nil {
+			c.fr.max = g.cfg.MaxMessageBytes // joined: no longer preJoinMaxBytes
 			g.armReadDeadline(c)
 		}
 		op, p, err := c.fr.next()
