@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 
@@ -25,11 +27,11 @@ var (
 // the connection may be parked or the read retried.
 var errIdle = fmt.Errorf("gateway: idle: %w", os.ErrDeadlineExceeded)
 
-// frameReader reads client frames from r: it checks masking and framing,
-// unmasks, joins fragmented messages, and returns control frames as they
-// come (also in the middle of a fragmented message). A message's memory
-// follows the bytes that arrived, not the lengths headers announce
-// (appendPayload). Once buffered is set
+// frameReader reads client frames from r: it checks masking and framing
+// (and the payload of close frames), unmasks, joins fragmented messages,
+// and returns control frames as they come (also in the middle of a
+// fragmented message). A message's memory follows the bytes that arrived,
+// not the lengths headers announce (appendPayload). Once buffered is set
 // (the gateway sets it when a player sends a game message), reads go through a small
 // buffer taken from a pool while the connection is active, so a small
 // frame, or several, costs one read; release gives the buffer back once it
@@ -224,6 +226,11 @@ func (fr *frameReader) next() (ws.OpCode, []byte, error) {
 		}
 		ws.Cipher(p, mask, 0)
 		if op.IsControl() {
+			if op == ws.OpClose {
+				if err := checkClose(p); err != nil {
+					return 0, nil, err
+				}
+			}
 			return op, p, nil
 		}
 		if op != ws.OpContinuation {
@@ -275,4 +282,49 @@ func (fr *frameReader) appendPayload(dst []byte, n int) ([]byte, error) {
 		dst = dst[:k]
 	}
 	return dst, nil
+}
+
+// checkClose returns a protocol error if p, the payload of a client's close
+// frame, is not one RFC 6455 lets an endpoint send: empty, or a status code
+// of two bytes followed by a reason in UTF-8 (§5.5.1), and the code one an
+// endpoint may send (§7.4).
+func checkClose(p []byte) error {
+	switch {
+	case len(p) == 0:
+		return nil
+	case len(p) == 1:
+		return closeError("a 1-byte payload")
+	}
+	code := binary.BigEndian.Uint16(p)
+	switch {
+	case !sendableCloseCode(code):
+		return closeError("code " + strconv.Itoa(int(code)) + " may not be sent")
+	case !utf8.Valid(p[2:]):
+		return closeError("the reason is not UTF-8")
+	}
+	return nil
+}
+
+func closeError(what string) error {
+	return &protoError{code: errProtocol.code, msg: "invalid close frame: " + what, closeCode: wire.CloseProtocol}
+}
+
+// sendableCloseCode reports whether an endpoint may send code in a close
+// frame (RFC 6455 §7.4):
+//   - 0–999 are not used (§7.4.2);
+//   - 1000–2999 are for the protocol (§7.4.2): 1000–1003 and 1007–1011 are
+//     defined (§7.4.1), and 1012–1014 registered with IANA since (the
+//     registry of §11.7); 1004 is reserved and 1005, 1006 and 1015 MUST
+//     NOT be sent (§7.4.1); the rest is unassigned;
+//   - 3000–3999 are registered with IANA by libraries, frameworks and
+//     applications, and 4000–4999 are for private use (§7.4.2);
+//   - the RFC defines nothing above 4999.
+func sendableCloseCode(code uint16) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }

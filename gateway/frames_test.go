@@ -205,3 +205,53 @@ func TestPreJoinMessageLimit(t *testing.T) {
 		})
 	}
 }
+
+// A close frame RFC 6455 does not allow is answered with 1002; a valid one
+// is echoed (an empty one with 1000). Written one byte at a time, so that
+// every part of the frame arrives on its own.
+func TestCloseFrames(t *testing.T) {
+	s := newSystem(t, 1, Config{AllowAnonymous: true})
+	url := s.gws[0].url
+	body := func(code uint16, reason string) []byte {
+		return append(binary.BigEndian.AppendUint16(nil, code), reason...)
+	}
+	for name, tc := range map[string]struct {
+		payload []byte
+		want    ws.StatusCode
+	}{
+		"empty":                 {nil, 1000},
+		"1000 with a reason":    {body(1000, "bye — à bientôt"), 1000},
+		"1001":                  {body(1001, ""), 1001},
+		"1011":                  {body(1011, ""), 1011},
+		"1014 (IANA)":           {body(1014, ""), 1014},
+		"3000":                  {body(3000, "app"), 3000},
+		"4999":                  {body(4999, ""), 4999},
+		"one byte":              {[]byte{0x03}, wire.CloseProtocol},
+		"code 0":                {body(0, ""), wire.CloseProtocol},
+		"code 999":              {body(999, ""), wire.CloseProtocol},
+		"code 1004":             {body(1004, ""), wire.CloseProtocol},
+		"code 1005":             {body(1005, ""), wire.CloseProtocol},
+		"code 1006":             {body(1006, ""), wire.CloseProtocol},
+		"code 1015":             {body(1015, ""), wire.CloseProtocol},
+		"code 1016":             {body(1016, ""), wire.CloseProtocol},
+		"code 2999":             {body(2999, ""), wire.CloseProtocol},
+		"code 5000":             {body(5000, ""), wire.CloseProtocol},
+		"code 65535":            {body(65535, ""), wire.CloseProtocol},
+		"reason not UTF-8":      {body(1000, "bye \xff"), wire.CloseProtocol},
+		"reason with surrogate": {body(1000, "\xed\xa0\x80"), wire.CloseProtocol},
+		"reason cut in a rune":  {body(1000, "é"[:1]), wire.CloseProtocol},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := dial(t, url)
+			c.write(rawFrame(ws.OpClose, true, tc.payload), true)
+			if code := c.closed(5 * time.Second); code != tc.want {
+				t.Fatalf("closed with %d, want %d", code, tc.want)
+			}
+			if tc.want == wire.CloseProtocol {
+				if m := c.next(time.Second); m["type"] != "error" || m["code"] != "protocol" {
+					t.Fatalf("got %v, want error protocol", m)
+				}
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -39,6 +40,9 @@ func FuzzDecodeFrame(f *testing.F) {
 	_ = ws.WriteFrame(&frag, ws.MaskFrame(ws.NewFrame(ws.OpContinuation, true, []byte(`"move"}`))))
 	f.Add(frag.Bytes())
 	f.Add([]byte{0x81, 0x05, 'h', 'e', 'l', 'l', 'o'}) // unmasked
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xe8, 'b', 'y', 'e'}))
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xed}))
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr := frameReader{r: bytes.NewReader(data), max: 4096}
 		for i := 0; i < 64; i++ {
@@ -52,6 +56,9 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 			if len(p) > 4096 {
 				t.Fatalf("message of %d bytes passed a 4096 limit", len(p))
+			}
+			if op == ws.OpClose {
+				checkCloseAllowed(t, p)
 			}
 			if op != ws.OpText {
 				continue
@@ -213,6 +220,7 @@ func readEvents(fr *frameReader) []frameEvent {
 // pieces cuts makes, through the read buffer or not: both give the same
 // frames and the same error, and neither asks for room much beyond the
 // bytes that arrived (cutReader), whatever lengths the headers announce.
+// Close frames it returns are ones RFC 6455 lets a client send.
 func FuzzFrameReader(f *testing.F) {
 	long := func(op ws.OpCode, fin bool, n int) []byte {
 		var b bytes.Buffer
@@ -231,6 +239,13 @@ func FuzzFrameReader(f *testing.F) {
 	f.Add([]byte{0x81, 0xfe, 0xff, 0xff, 1, 2, 3, 4, 'x', 'y'}, []byte{}, false)
 	f.Add([]byte{0x81, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4, 'x'}, []byte{0}, true)
 	f.Add([]byte{0x01, 0x81, 0, 0, 0, 0, 'x', 0x80, 0xfe, 0xff, 0x00, 1, 2, 3, 4}, []byte{}, false)
+	// Close frames, valid and not.
+	f.Add(long(ws.OpClose, true, 0), []byte{0}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xe8, 'o', 'k'}), []byte{}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03}), []byte{}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xed}), []byte{}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xe8, 0xff}), []byte{}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x13, 0x88}), []byte{1}, true)
 	f.Fuzz(func(t *testing.T, stream, cuts []byte, buffered bool) {
 		const max = 1 << 17
 		want := readEvents(&frameReader{r: &cutReader{t: t, stream: stream}, max: max})
@@ -243,6 +258,32 @@ func FuzzFrameReader(f *testing.F) {
 				t.Fatalf("result %d: in pieces %v %d bytes %q, whole %v %d bytes %q",
 					i, got[i].op, len(got[i].p), got[i].err, want[i].op, len(want[i].p), want[i].err)
 			}
+			if want[i].op == ws.OpClose {
+				checkCloseAllowed(t, []byte(want[i].p))
+			}
 		}
 	})
+}
+
+// checkCloseAllowed fails unless p is a close payload RFC 6455 lets an
+// endpoint send: empty, or a code followed by UTF-8 (§5.5.1); the code one
+// of 1000–1003, 1007–1014 (§7.4.1 and the IANA registry) or 3000–4999
+// (§7.4.2).
+func checkCloseAllowed(t *testing.T, p []byte) {
+	t.Helper()
+	if len(p) == 0 {
+		return
+	}
+	if len(p) == 1 {
+		t.Fatal("close frame with a 1-byte payload accepted")
+	}
+	code, reason := ws.ParseCloseFrameData(p)
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+	default:
+		t.Fatalf("close code %d accepted", code)
+	}
+	if !utf8.ValidString(reason) {
+		t.Fatalf("close reason %q accepted", reason)
+	}
 }

@@ -401,6 +401,8 @@ func (g *Gateway) read(c *conn) (parked bool) {
 		t := g.now()
 		switch op {
 		case ws.OpClose:
+			// next lets through only what RFC 6455 allows (checkClose):
+			// empty, or a code that may be echoed.
 			code, _ := ws.ParseCloseFrameData(p)
 			if code == 0 {
 				code = wire.CloseNormal
