@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -251,6 +253,59 @@ func TestCloseFrames(t *testing.T) {
 				if m := c.next(time.Second); m["type"] != "error" || m["code"] != "protocol" {
 					t.Fatalf("got %v, want error protocol", m)
 				}
+			}
+		})
+	}
+}
+
+// A payload read in growing pieces keeps the stall rule: the deadline
+// passing in the middle of a message is pushed back by stall as long as
+// bytes keep coming, and ends the read when they stop.
+func TestFrameReaderStallsAcrossGrowth(t *testing.T) {
+	const stall = 100 * time.Millisecond
+	p := []byte(`{"type":"slow","x":"` + strings.Repeat("x", 20<<10) + `"}`)
+	frame := rawFrame(ws.OpText, true, p)
+	for name, tc := range map[string]struct {
+		pause time.Duration // between pieces of 1 KiB
+		stop  int           // stop writing after this many bytes; 0: write all
+		ok    bool
+	}{
+		"bytes keep coming":    {pause: stall / 4, ok: true},
+		"bytes stop mid-way":   {pause: stall / 4, stop: 9 << 10},
+		"pause over the stall": {pause: 3 * stall},
+	} {
+		t.Run(name, func(t *testing.T) {
+			server, client := net.Pipe()
+			defer server.Close()
+			defer client.Close()
+			go func() {
+				b := frame
+				if tc.stop > 0 {
+					b = b[:tc.stop]
+				}
+				for i := 0; len(b) > 0; i++ {
+					if i > 0 {
+						time.Sleep(tc.pause)
+					}
+					n := min(len(b), 1<<10)
+					if _, err := client.Write(b[:n]); err != nil {
+						return
+					}
+					b = b[n:]
+				}
+			}()
+			// The first deadline passes long before the payload is in.
+			_ = server.SetReadDeadline(time.Now().Add(stall / 10))
+			fr := frameReader{r: server, max: 64 << 10, stall: stall}
+			start := time.Now()
+			op, got, err := fr.next()
+			switch {
+			case tc.ok && (err != nil || op != ws.OpText || !bytes.Equal(got, p)):
+				t.Fatalf("got %v, %d bytes, %v; want the message", op, len(got), err)
+			case !tc.ok && !errors.Is(err, os.ErrDeadlineExceeded):
+				t.Fatalf("got %v, %d bytes, %v; want a deadline error", op, len(got), err)
+			case tc.ok && time.Since(start) < 4*stall:
+				t.Fatalf("read in %v: the test did not outlast the stall", time.Since(start))
 			}
 		})
 	}
