@@ -1,12 +1,16 @@
 package gateway
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
 
 	"github.com/gamerelay/gamerelay/sequencer"
 )
@@ -88,6 +92,60 @@ func benchFanout(b *testing.B, newConn func(b *testing.B, g *Gateway, i int) *co
 			g.wg.Wait() // every writer has drained its queue
 			b.StopTimer()
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "deliveries/s")
+		})
+	}
+}
+
+// loopReader reads b over and over, filling every read as a socket with
+// plenty of data waiting would.
+type loopReader struct {
+	b   []byte
+	off int
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k := copy(p[n:], l.b[l.off:])
+		n += k
+		l.off = (l.off + k) % len(l.b)
+	}
+	return n, nil
+}
+
+// BenchmarkFrameRead measures the frame reader on a stream of masked text
+// frames of one size: small game messages (one read for mask and payload,
+// unbuffered as for a listener, or through the read buffer as for a
+// player), and larger ones up to the default message limit.
+func BenchmarkFrameRead(b *testing.B) {
+	for _, tc := range []struct {
+		name     string
+		size     int
+		buffered bool
+	}{
+		{"small", 60, false},
+		{"small/buffered", 60, true},
+		{"medium", 1000, false},
+		{"medium/buffered", 1000, true},
+		{"4KiB", 4 << 10, false},
+		{"16KiB", 16 << 10, false},
+		{"64KiB", 64<<10 - 16, false},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			p := []byte(`{"type":"move","x":"` + strings.Repeat("x", tc.size-22) + `"}`)
+			var frame bytes.Buffer
+			if err := ws.WriteFrame(&frame, ws.MaskFrame(ws.NewTextFrame(p))); err != nil {
+				b.Fatal(err)
+			}
+			fr := frameReader{r: &loopReader{b: frame.Bytes()}, max: 64 << 10, buffered: tc.buffered}
+			b.SetBytes(int64(len(p)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, q, err := fr.next(); err != nil || len(q) != len(p) {
+					b.Fatalf("got %d bytes, %v", len(q), err)
+				}
+			}
 		})
 	}
 }

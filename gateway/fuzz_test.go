@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -39,6 +40,9 @@ func FuzzDecodeFrame(f *testing.F) {
 	_ = ws.WriteFrame(&frag, ws.MaskFrame(ws.NewFrame(ws.OpContinuation, true, []byte(`"move"}`))))
 	f.Add(frag.Bytes())
 	f.Add([]byte{0x81, 0x05, 'h', 'e', 'l', 'l', 'o'}) // unmasked
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xe8, 'b', 'y', 'e'}))
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xed}))
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr := frameReader{r: bytes.NewReader(data), max: 4096}
 		for i := 0; i < 64; i++ {
@@ -52,6 +56,9 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 			if len(p) > 4096 {
 				t.Fatalf("message of %d bytes passed a 4096 limit", len(p))
+			}
+			if op == ws.OpClose {
+				checkCloseAllowed(t, p)
 			}
 			if op != ws.OpText {
 				continue
@@ -155,5 +162,128 @@ func TestFrameReaderBuffering(t *testing.T) {
 				t.Fatal("release kept the buffer")
 			}
 		})
+	}
+}
+
+// cutReader hands out stream in pieces: read i returns at most cuts[i]+1
+// bytes (cycling through cuts; all that is left if cuts is empty). It
+// checks that the frame reader never asks for much more room than the
+// bytes it has had: a buffer grows with what arrived (see appendPayload),
+// so a read may offer room for payloadChunk bytes, or three times those
+// delivered so far, at most.
+type cutReader struct {
+	t         *testing.T
+	stream    []byte
+	cuts      []byte
+	i         int
+	delivered int
+}
+
+func (r *cutReader) Read(p []byte) (int, error) {
+	if room := cap(p); room > max(payloadChunk, 3*r.delivered) {
+		r.t.Fatalf("a read offers room for %d bytes after %d bytes arrived", room, r.delivered)
+	}
+	if len(r.stream) == 0 {
+		return 0, io.EOF
+	}
+	n := len(r.stream)
+	if len(r.cuts) > 0 {
+		n = min(n, int(r.cuts[r.i%len(r.cuts)])+1)
+		r.i++
+	}
+	n = copy(p, r.stream[:n])
+	r.stream = r.stream[n:]
+	r.delivered += n
+	return n, nil
+}
+
+// frameEvent is what one call of frameReader.next returned.
+type frameEvent struct {
+	op  ws.OpCode
+	p   string
+	err string
+}
+
+// readEvents reads fr to its first error.
+func readEvents(fr *frameReader) []frameEvent {
+	var evs []frameEvent
+	for {
+		op, p, err := fr.next()
+		if err != nil {
+			return append(evs, frameEvent{err: err.Error()})
+		}
+		evs = append(evs, frameEvent{op: op, p: string(p)})
+	}
+}
+
+// FuzzFrameReader reads a stream of client frames whole, and again in the
+// pieces cuts makes, through the read buffer or not: both give the same
+// frames and the same error, and neither asks for room much beyond the
+// bytes that arrived (cutReader), whatever lengths the headers announce.
+// Close frames it returns are ones RFC 6455 lets a client send.
+func FuzzFrameReader(f *testing.F) {
+	long := func(op ws.OpCode, fin bool, n int) []byte {
+		var b bytes.Buffer
+		_ = ws.WriteFrame(&b, ws.MaskFrame(ws.NewFrame(op, fin, bytes.Repeat([]byte("x"), n))))
+		return b.Bytes()
+	}
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	f.Add(clientFrames(`{"type":"move"}`), []byte{0}, false)
+	f.Add(long(ws.OpText, true, 5000), []byte{200, 7}, false)
+	f.Add(long(ws.OpText, true, 20000), []byte{255}, true)
+	f.Add(long(ws.OpText, true, 70000), []byte{}, false)
+	f.Add(cat(long(ws.OpText, false, 3000), long(ws.OpPing, true, 3), long(ws.OpContinuation, false, 6000),
+		long(ws.OpContinuation, true, 100)), []byte{3, 250, 1}, true)
+	f.Add(cat(long(ws.OpText, false, 10), long(ws.OpContinuation, true, 9000)), []byte{}, false)
+	// Announced, not sent.
+	f.Add([]byte{0x81, 0xfe, 0xff, 0xff, 1, 2, 3, 4, 'x', 'y'}, []byte{}, false)
+	f.Add([]byte{0x81, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4, 'x'}, []byte{0}, true)
+	f.Add([]byte{0x01, 0x81, 0, 0, 0, 0, 'x', 0x80, 0xfe, 0xff, 0x00, 1, 2, 3, 4}, []byte{}, false)
+	// Close frames, valid and not.
+	f.Add(long(ws.OpClose, true, 0), []byte{0}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xe8, 'o', 'k'}), []byte{}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03}), []byte{}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xed}), []byte{}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x03, 0xe8, 0xff}), []byte{}, false)
+	f.Add(rawFrame(ws.OpClose, true, []byte{0x13, 0x88}), []byte{1}, true)
+	f.Fuzz(func(t *testing.T, stream, cuts []byte, buffered bool) {
+		const max = 1 << 17
+		want := readEvents(&frameReader{r: &cutReader{t: t, stream: stream}, max: max})
+		got := readEvents(&frameReader{r: &cutReader{t: t, stream: stream, cuts: cuts}, max: max, buffered: buffered})
+		if len(got) != len(want) {
+			t.Fatalf("%d results in pieces, %d whole", len(got), len(want))
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("result %d: in pieces %v %d bytes %q, whole %v %d bytes %q",
+					i, got[i].op, len(got[i].p), got[i].err, want[i].op, len(want[i].p), want[i].err)
+			}
+			if want[i].op == ws.OpClose {
+				checkCloseAllowed(t, []byte(want[i].p))
+			}
+		}
+	})
+}
+
+// checkCloseAllowed fails unless p is a close payload RFC 6455 lets an
+// endpoint send: empty, or a code followed by UTF-8 (§5.5.1); the code one
+// of 1000–1003, 1007–1014 (§7.4.1 and the IANA registry) or 3000–4999
+// (§7.4.2).
+func checkCloseAllowed(t *testing.T, p []byte) {
+	t.Helper()
+	if len(p) == 0 {
+		return
+	}
+	if len(p) == 1 {
+		t.Fatal("close frame with a 1-byte payload accepted")
+	}
+	code, reason := ws.ParseCloseFrameData(p)
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+	default:
+		t.Fatalf("close code %d accepted", code)
+	}
+	if !utf8.ValidString(reason) {
+		t.Fatalf("close reason %q accepted", reason)
 	}
 }

@@ -371,7 +371,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		addr:   addr,
 		bucket: uint8(n % pingBuckets),
 	}
-	c.fr = frameReader{r: src, max: g.cfg.MaxMessageBytes}
+	c.fr = frameReader{r: src, max: min(preJoinMaxBytes, g.cfg.MaxMessageBytes)}
 	_ = c.nc.SetReadDeadline(time.Now().Add(g.cfg.JoinTimeout))
 	g.mu.Lock()
 	if g.draining.Load() {
@@ -447,6 +447,7 @@ func (g *Gateway) serve(c *conn) {
 func (g *Gateway) read(c *conn) (parked bool) {
 	for {
 		if c.hub != nil {
+			c.fr.max = g.cfg.MaxMessageBytes // joined: no longer preJoinMaxBytes
 			g.armReadDeadline(c)
 		}
 		op, p, err := c.fr.next()
@@ -465,6 +466,8 @@ func (g *Gateway) read(c *conn) (parked bool) {
 		t := g.now()
 		switch op {
 		case ws.OpClose:
+			// next lets through only what RFC 6455 allows (checkClose):
+			// empty, or a code that may be echoed.
 			code, _ := ws.ParseCloseFrameData(p)
 			if code == 0 {
 				code = wire.CloseNormal

@@ -392,6 +392,18 @@ func (c *client) closed(d time.Duration) ws.StatusCode {
 	return 0
 }
 
+// waitFor polls cond until it holds, failing after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func id(m map[string]any) uint64 {
 	f, _ := m["msg_id"].(float64)
 	return uint64(f)

@@ -44,6 +44,7 @@ func TestBadInput(t *testing.T) {
 		close ws.StatusCode // 0: the connection must stay open
 	}{
 		"invalid json":      {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":"move",`, wire.CodeInvalidJSON, 0},
+		"invalid utf-8":     {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, "{\"type\":\"move\",\"x\":\"\xff\"}", wire.CodeInvalidJSON, 0},
 		"not an object":     {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `["move"]`, wire.CodeNotObject, 0},
 		"missing type":      {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"col":3}`, wire.CodeMissingType, 0},
 		"type not a string": {func(t *testing.T) *client { return joined(t, token.RolePlayer) }, `{"type":3}`, wire.CodeMissingType, 0},

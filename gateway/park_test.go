@@ -33,18 +33,6 @@ func isParked(g *Gateway, c *conn) bool {
 	return c.parked
 }
 
-// waitFor polls cond until it holds, failing after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // joinParked joins game and waits until the server parked the connection.
 func joinParked(t *testing.T, tg *testGateway, c *client, game string) *conn {
 	t.Helper()

@@ -29,6 +29,7 @@ const (
 	CodeGameFull       = "game_full"       // the game has the most clients this gateway allows
 	CodeCreateDisabled = "create_disabled" // create is off on this gateway
 	CodeUnsupported    = "unsupported"     // binary frames are not part of the protocol
+	CodeProtocol       = "protocol"        // broken WebSocket framing (closes with 1002)
 
 	// HTTP API only (docs/api.md).
 	CodeUnauthorized     = "unauthorized"       // missing or unknown API key
