@@ -504,7 +504,7 @@ func (a *Archiver) parse(p int, jm jetstream.Msg) (*message, error) {
 		return nil, fmt.Errorf("stream sequence %d has no valid %s header", md.Sequence.Stream, wire.HdrMsgID)
 	}
 	m := &message{game: game, id: id, seq: md.Sequence.Stream, partition: p, frame: jm.Data()}
-	m.ts = wire.StoredTS(h.Get(wire.HdrTS), m.frame)
+	m.ts, _ = wire.StampedTS(m.frame)
 	m.readFields()
 	if m.ts == 0 {
 		m.ts = md.Timestamp.UnixMilli() // stored time; never taken for messages the sequencer wrote

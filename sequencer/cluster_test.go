@@ -57,17 +57,12 @@ func TestClusterLeaderFailover(t *testing.T) {
 	const games = 4
 	recs := make([][games]recorder, 2)
 	for i := range recs {
-		var fs *Feeds
-		opts := []nats.Option{nats.ReconnectHandler(func(*nats.Conn) {
-			if fs != nil {
-				fs.Recheck()
-			}
-		})}
+		var opts []nats.Option
 		if i == 0 {
 			opts = append(opts, nats.NoEcho())
 		}
 		fnc := embednats.Connect(t, c.URLs(), opts...)
-		fs, err = NewFeeds(fnc, cfg, FeedConfig{CheckAfter: 100 * time.Millisecond, SweepInterval: time.Second})
+		fs, err := NewFeeds(fnc, cfg, FeedConfig{CheckAfter: 100 * time.Millisecond, SweepInterval: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -58,6 +59,7 @@ type Feeds struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	advSub *nats.Subscription
+	status chan nats.Status // CONNECTED events of nc
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -92,9 +94,21 @@ func NewFeeds(nc *nats.Conn, cfg Config, fc FeedConfig) (*Feeds, error) {
 		return nil, err
 	}
 	fs.advSub = sub
-	fs.wg.Add(1)
+	// A core subscription loses what is published while its connection is
+	// down: after every reconnect, re-read every feed's head.
+	fs.status = nc.StatusChanged(nats.CONNECTED)
+	fs.wg.Add(2)
 	go fs.sweep()
+	go fs.watchReconnects(fs.status)
 	return fs, nil
+}
+
+// watchReconnects rechecks every feed when the connection is back.
+func (fs *Feeds) watchReconnects(status <-chan nats.Status) {
+	defer fs.wg.Done()
+	for range status {
+		fs.recheck(func(*Feed) bool { return true })
+	}
 }
 
 // Reader returns the Reader the feeds use for history.
@@ -110,10 +124,6 @@ func (fs *Feeds) Names() wire.Names { return fs.names }
 // Partitions returns the number of partitions games hash onto.
 func (fs *Feeds) Partitions() int { return fs.parts }
 
-// Recheck makes every feed re-read its game's head. Call it after the NATS
-// connection reconnected: core subscriptions lose messages while down.
-func (fs *Feeds) Recheck() { fs.recheck(func(*Feed) bool { return true }) }
-
 func (fs *Feeds) recheck(match func(*Feed) bool) {
 	fs.mu.Lock()
 	var list []*Feed
@@ -128,16 +138,24 @@ func (fs *Feeds) recheck(match func(*Feed) bool) {
 	}
 }
 
+// sweep re-reads every feed's head about every SweepInterval, each at its
+// own moment within the interval, so the head reads of many feeds do not
+// come at once.
 func (fs *Feeds) sweep() {
 	defer fs.wg.Done()
-	t := time.NewTicker(fs.cfg.SweepInterval)
+	t := time.NewTimer(jitter(fs.cfg.SweepInterval))
 	defer t.Stop()
 	for {
 		select {
 		case <-fs.ctx.Done():
 			return
 		case <-t.C:
-			fs.Recheck()
+			t.Reset(jitter(fs.cfg.SweepInterval))
+			fs.mu.Lock()
+			for _, f := range fs.feeds {
+				f.scheduleCheck(time.Duration(rand.Int64N(int64(fs.cfg.SweepInterval))))
+			}
+			fs.mu.Unlock()
 		}
 	}
 }
@@ -176,10 +194,16 @@ func (fs *Feeds) Open(ctx context.Context, game string) (*Feed, error) {
 	return f, nil
 }
 
+// jitter returns d ± 20%.
+func jitter(d time.Duration) time.Duration {
+	return d*4/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
+}
+
 // Close stops every feed's background work; Feeds must not be used after.
 func (fs *Feeds) Close() {
 	fs.cancel()
 	_ = fs.advSub.Unsubscribe()
+	fs.nc.RemoveStatusListener(fs.status) // ends watchReconnects
 	fs.wg.Wait()
 	fs.mu.Lock()
 	list := make([]*Feed, 0, len(fs.feeds))
@@ -212,6 +236,7 @@ type Feed struct {
 	// Guarded by deliverMu.
 	sub     *nats.Subscription
 	stopped bool
+	fanout  []func(Stored) // deliver's snapshot of subs, reused
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -279,9 +304,6 @@ func (f *Feed) stop() {
 	f.subs = nil
 	f.mu.Unlock()
 }
-
-// Game returns the feed's game id.
-func (f *Feed) Game() string { return f.game }
 
 // Last returns the msg_id of the last delivered message.
 func (f *Feed) Last() uint64 {
@@ -380,7 +402,7 @@ func (fs *Feeds) local(game string, prevSeq uint64, ms []Stored) {
 				fs.m.FeedDupsDropped.Inc()
 			}
 		case prevSeq == lastSeq:
-			f.deliver(m)
+			f.deliverLocked(m)
 			lastSeq = m.Seq
 		default:
 			f.scheduleCheck(0)
@@ -398,7 +420,7 @@ func (f *Feed) onLive(msg *nats.Msg) {
 	if f.stopped {
 		return
 	}
-	m, err := parseStored(msg.Header, msg.Data, msg.Header.Get("Nats-Sequence"))
+	m, err := parseStored(msg.Header, msg.Data, msg.Header.Get(wire.HdrSeq))
 	if err != nil {
 		f.fs.log.Warn("sequencer: feed: bad live message", "game", f.game, "err", err)
 		return
@@ -412,9 +434,9 @@ func (f *Feed) onLive(msg *nats.Msg) {
 		}
 		return
 	}
-	prev, err := strconv.ParseUint(msg.Header.Get("Nats-Last-Sequence"), 10, 64)
+	prev, err := strconv.ParseUint(msg.Header.Get(wire.HdrPrev), 10, 64)
 	if err == nil && prev == lastSeq {
-		f.deliver(m)
+		f.deliverLocked(m)
 	} else {
 		f.fillLocked(m.Seq)
 	}
@@ -435,7 +457,7 @@ func (f *Feed) fillLocked(upto uint64) {
 			if f.fs.m != nil {
 				f.fs.m.FeedGapsFilled.Inc()
 			}
-			f.deliver(m)
+			f.deliverLocked(m)
 			return nil
 		})
 		if err != nil || n == 0 {
@@ -450,10 +472,12 @@ func (f *Feed) fillLocked(upto uint64) {
 	}
 }
 
-// deliver hands m to every subscriber and caches it. deliverMu is held.
-func (f *Feed) deliver(m Stored) {
+// deliver caches m and hands it to every subscriber. deliverMu is held:
+// deliveries never overlap, so subscribers get the messages in order. The
+// subscribers are called without f.mu, which joins (Subscribe, Replay) and
+// head checks take: a fan-out to many clients never holds them up.
+func (f *Feed) deliverLocked(m Stored) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if len(f.cache) > 0 && f.cache[len(f.cache)-1].ID+1 != m.ID {
 		// Stream history jumped (retention removed what lay between): the
 		// cache must stay contiguous.
@@ -476,9 +500,16 @@ func (f *Feed) deliver(m Stored) {
 		}
 	}
 	f.lastSeq, f.lastID = m.Seq, m.ID
+	subs := f.fanout[:0]
 	for _, fn := range f.subs {
+		subs = append(subs, fn)
+	}
+	f.mu.Unlock()
+	for _, fn := range subs {
 		fn(m)
 	}
+	clear(subs)
+	f.fanout = subs // reused by the next delivery (deliverMu is held)
 }
 
 // scheduleCheck makes the feed re-read the game's head after d.

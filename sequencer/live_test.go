@@ -33,7 +33,7 @@ func (l *storedLog) len() int {
 	return len(l.msgs)
 }
 
-// TestLocalFeedsAndLiveCopies: a Service with LocalFeeds delivers what it
+// TestLocalFeedsAndLiveCopies: a Service made WithLocalFeeds delivers what it
 // appends to this process's feeds in process (their NoEcho connection
 // never sees the live copies) and to other processes' feeds by live
 // copies; gaps left by other appenders, or by a feed busy at the time,

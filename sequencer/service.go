@@ -49,7 +49,7 @@ type Service struct {
 	cfg  Config
 	inst string
 
-	feeds *Feeds // set by LocalFeeds before Run
+	opts []Option // for the Appender
 	// leases, if set (tests), wraps the lease bucket.
 	leases func(leaseStore) leaseStore
 
@@ -79,8 +79,9 @@ type lease struct {
 	renewed time.Time // last successful renewal (or take)
 }
 
-// NewService returns a Service using nc; Run starts it.
-func NewService(nc *nats.Conn, cfg Config) (*Service, error) {
+// NewService returns a Service using nc; Run starts it. opts go to its
+// Appender (WithLocalFeeds for a sequencer inside a gateway).
+func NewService(nc *nats.Conn, cfg Config, opts ...Option) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -89,15 +90,8 @@ func NewService(nc *nats.Conn, cfg Config) (*Service, error) {
 	if inst == "" {
 		inst = nuid.Next()
 	}
-	return &Service{nc: nc, cfg: cfg, inst: inst, owned: make(map[int]*lease)}, nil
+	return &Service{nc: nc, cfg: cfg, inst: inst, opts: opts, owned: make(map[int]*lease)}, nil
 }
-
-// LocalFeeds makes the Service hand every message it appends straight to
-// fs, the feeds of this process, and publish the live copies for other
-// processes on fs's connection. That connection should be made with
-// nats.NoEcho, so fs does not receive those copies a second time. Call it
-// before Run.
-func (s *Service) LocalFeeds(fs *Feeds) { s.feeds = fs }
 
 // Ready reports whether the Service is provisioned and taking appends.
 func (s *Service) Ready() bool { return s.ready.Load() }
@@ -135,12 +129,9 @@ func (s *Service) Run(ctx context.Context, drain time.Duration) error {
 	if s.leases != nil {
 		kv = s.leases(bucket)
 	}
-	app, err := NewAppender(ctx, s.nc, s.cfg)
+	app, err := NewAppender(ctx, s.nc, s.cfg, s.opts...)
 	if err != nil {
 		return err
-	}
-	if s.feeds != nil {
-		app.live, app.feeds = s.feeds.nc, s.feeds
 	}
 	s.app.Store(app)
 	// Any sequencer takes appends for any partition whose owner does not
@@ -178,7 +169,7 @@ func (s *Service) Run(ctx context.Context, drain time.Duration) error {
 	}
 	s.mu.Unlock()
 	_ = kv.Delete(stop, "inst."+s.inst)
-	s.gauge()
+	s.gaugeLocked()
 	err = app.Close(stop)
 	s.cfg.Logger.Info("sequencer: stopped", "instance", s.inst)
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -200,9 +191,9 @@ func (s *Service) balance(ctx context.Context, kv leaseStore) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer s.gauge()
+	defer s.gaugeLocked()
 	for p, l := range s.owned {
-		if s.renew(ctx, kv, p, l) {
+		if s.renewLocked(ctx, kv, p, l) {
 			continue
 		}
 		_ = l.sub.Drain()
@@ -251,7 +242,7 @@ func (s *Service) balance(ctx context.Context, kv leaseStore) {
 // electing a leader) keeps the lease until a whole TTL has passed since
 // the last renewal: leases move only when their owner is gone or another
 // sequencer holds them. s.mu is held.
-func (s *Service) renew(ctx context.Context, kv leaseStore, p int, l *lease) bool {
+func (s *Service) renewLocked(ctx context.Context, kv leaseStore, p int, l *lease) bool {
 	log := s.cfg.Logger
 	rev, err := kv.Update(ctx, leaseKey(p), []byte(s.inst), l.rev)
 	if err == nil {
@@ -291,7 +282,7 @@ func (s *Service) renew(ctx context.Context, kv leaseStore, p int, l *lease) boo
 }
 
 // gauge publishes the owned partitions (metrics and Owns). s.mu is held.
-func (s *Service) gauge() {
+func (s *Service) gaugeLocked() {
 	owns := make([]bool, s.cfg.Partitions)
 	for p := range s.owned {
 		owns[p] = true

@@ -229,7 +229,7 @@ func parseStored(h nats.Header, data []byte, seqHdr string) (Stored, error) {
 		return Stored{}, fmt.Errorf("sequencer: stored message %d has no valid %s header", seq, wire.HdrMsgID)
 	}
 	st := Stored{Seq: seq, ID: id, Data: data, key: h.Get(nats.MsgIdHdr)}
-	st.TS = wire.StoredTS(h.Get(wire.HdrTS), data)
+	st.TS, _ = wire.StampedTS(data)
 	if a := h.Get(wire.HdrAnchor); a != "" {
 		if a[0] == '-' {
 			d, err := strconv.ParseUint(a[1:], 10, 64)

@@ -58,7 +58,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 	)
 	lf.register(fs, "text")
 	lc.register(fs)
-	gf.register(fs, true)
+	gf.register(fs, devRole)
 	fs.StringVar(&adm, "admin", devAdminAddr, "admin listener address (/metrics, /healthz, /readyz)")
 	fs.BoolVar(&expose, "expose", false, "listen on every interface: --listen and --admin default to :8080 and :9090 (the embedded NATS and MongoDB-wire servers stay on --nats-listen and --mongo-listen)")
 	fs.StringVar(&data, "data", ".gamerelay-dev", "directory for the embedded servers' data")
@@ -126,12 +126,7 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	var feeds *sequencer.Feeds
-	live, err := connect(ctx, natsDefaults(ns.ClientURL()), "gamerelay-dev-live", log, func() {
-		if feeds != nil {
-			feeds.Recheck()
-		}
-	}, nats.InProcessServer(ns), nats.FlusherTimeout(0), nats.NoEcho())
+	live, err := connect(ctx, natsDefaults(ns.ClientURL()), "gamerelay-dev-live", log, nil, nats.InProcessServer(ns), nats.FlusherTimeout(0), nats.NoEcho())
 	if err != nil {
 		return err
 	}
@@ -145,5 +140,5 @@ func runDev(ctx context.Context, args []string, _, stderr io.Writer) error {
 		log.Info("archive: MongoDB wire protocol (embedded FerretDB)", "uri", redactURL(mongoURI), "db", "gamerelay")
 		extra = append(extra, runArchive)
 	}
-	return serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, true, extra, &feeds)
+	return serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, embeddedSequencer, extra)
 }

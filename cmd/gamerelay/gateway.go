@@ -69,9 +69,17 @@ type gatewayFlags struct {
 	limits admin.Limits
 }
 
-func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
+// subcommand is what a gateway's flags are registered for.
+type subcommand uint8
+
+const (
+	gatewayRole subcommand = iota // gamerelay gateway
+	devRole                       // gamerelay dev: loopback, no rate limits, anonymous play and create on
+)
+
+func (f *gatewayFlags) register(fs *flag.FlagSet, r subcommand) {
 	listen, rate, burst := ":8080", 1000.0, 1000
-	if dev {
+	if r == devRole {
 		listen, rate, burst = devListenAddr, 0, 0
 	}
 	fs.StringVar(&f.listen, "listen", listen, "address of the public listener (WebSocket at /ws)")
@@ -99,7 +107,7 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, dev bool) {
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "on SIGTERM, time to close clients (1001) and finish in-flight appends")
 	fs.Var(&f.apiKeys, "api-key", "NAME=KEY for the backend HTTP API at /v1 (repeatable; also $GAMERELAY_API_KEYS=NAME=KEY,NAME2=KEY2); no key: no API")
 	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of NAME=KEY lines for the backend HTTP API, instead of --api-key (blank lines and # comments allowed; commas separate entries too)")
-	if !dev {
+	if r == gatewayRole {
 		fs.Float64Var(&f.joinRate, "join-rate", 20, "joins per second from one source address (0: no limit)")
 		fs.IntVar(&f.joinBurst, "join-burst", 100, "joins one source address may make at once above --join-rate")
 		fs.BoolVar(&f.anonymous, "allow-anonymous", false, "let clients join without a token (as players), except into games created with tokens")
@@ -289,7 +297,7 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	lf.register(fs, "json")
 	lc.register(fs)
 	nf.register(fs)
-	gf.register(fs, false)
+	gf.register(fs, gatewayRole)
 	fs.StringVar(&adm, "admin", ":9090", "admin listener address (/metrics, /healthz, /readyz)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -322,43 +330,47 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	var feeds *sequencer.Feeds
-	live, err := connect(ctx, nf, "gamerelay-gateway-live", log, func() {
-		if feeds != nil {
-			feeds.Recheck()
-		}
-	}, nats.NoEcho())
+	live, err := connect(ctx, nf, "gamerelay-gateway-live", log, nil, nats.NoEcho())
 	if err != nil {
 		return err
 	}
 	defer live.Close()
-	return serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, gf.embedSequencer, nil, &feeds)
+	seq := remoteSequencers
+	if gf.embedSequencer {
+		seq = embeddedSequencer
+	}
+	return serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, seq, nil)
 }
 
-// serveGateway runs the gateway's public and admin listeners (and, if
-// embed, a sequencer service) until ctx ends, then drains. extra runs
+// sequencing says where a gateway's messages are numbered.
+type sequencing uint8
+
+const (
+	remoteSequencers  sequencing = iota // sequencer deployments, over NATS
+	embeddedSequencer                   // also a sequencer service in this process
+)
+
+// serveGateway runs the gateway's public and admin listeners (and, with
+// embeddedSequencer, a sequencer service) until ctx ends, then drains. extra runs
 // alongside and is cancelled after the drain. The game feeds use live, a
-// connection made with nats.NoEcho whose reconnections must call
-// (*feedsOut).Recheck: an embedded sequencer hands its messages to the
-// feeds in process and publishes their live copies on live, so the feeds
-// do not receive them twice.
+// connection made with nats.NoEcho: an embedded sequencer hands its
+// messages to the feeds in process and publishes their live copies on
+// live, so the feeds do not receive them twice.
 func serveGateway(ctx context.Context, nc, live *nats.Conn, seqCfg sequencer.Config, gcfg gateway.Config, gf gatewayFlags,
-	adm string, reg *prometheus.Registry, log *slog.Logger, embed bool, extra []func(context.Context) error, feedsOut **sequencer.Feeds) error {
+	adm string, reg *prometheus.Registry, log *slog.Logger, seq sequencing, extra []func(context.Context) error) error {
 	feeds, err := sequencer.NewFeeds(live, seqCfg, sequencer.FeedConfig{})
 	if err != nil {
 		return err
 	}
-	*feedsOut = feeds
 	defer feeds.Close()
 	var (
 		app gateway.Appender = sequencer.NewClient(nc, seqCfg)
 		svc *sequencer.Service
 	)
-	if embed {
-		if svc, err = sequencer.NewService(nc, seqCfg); err != nil {
+	if seq == embeddedSequencer {
+		if svc, err = sequencer.NewService(nc, seqCfg, sequencer.WithLocalFeeds(feeds)); err != nil {
 			return usageError{err}
 		}
-		svc.LocalFeeds(feeds)
 		// Partitions this process owns are appended without a NATS hop.
 		app = sequencer.NewLocalFirst(svc, sequencer.NewClient(nc, seqCfg))
 	}
@@ -419,7 +431,7 @@ func serveGateway(ctx context.Context, nc, live *nats.Conn, seqCfg sequencer.Con
 	}
 	// bgDone reports when the background parts end; with none, never.
 	var bgDone chan error
-	if embed || len(extra) > 0 {
+	if seq == embeddedSequencer || len(extra) > 0 {
 		bgDone = make(chan error, 1)
 		go func() { bgDone <- bg.Wait() }()
 	}

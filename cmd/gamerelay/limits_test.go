@@ -53,7 +53,7 @@ func TestPublicListenerLimits(t *testing.T) {
 	)
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	lc.register(fs)
-	gf.register(fs, false)
+	gf.register(fs, gatewayRole)
 	if err := fs.Parse([]string{"--allow-anonymous", "--listen", listen, "--drain-timeout", "5s"}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +70,7 @@ func TestPublicListenerLimits(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var feeds *sequencer.Feeds
-	go func() { done <- serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, true, nil, &feeds) }()
+	go func() { done <- serveGateway(ctx, nc, live, seqCfg, gcfg, gf, adm, reg, log, embeddedSequencer, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -204,11 +204,10 @@ func TestNATSValuesPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer embFeeds.Close()
-	svc, err := sequencer.NewService(embNC, cfg)
+	svc, err := sequencer.NewService(embNC, cfg, sequencer.WithLocalFeeds(embFeeds))
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.LocalFeeds(embFeeds)
 	svcCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(svcCtx, 5*time.Second) }()

@@ -136,11 +136,11 @@ const (
 	// or "-d" meaning own sequence minus d. Absent on msg_id 1 and on the
 	// first message after the game's stored history was lost to retention.
 	HdrAnchor = "Gr-Anchor"
-	// HdrTS carried the append time in Unix milliseconds on messages
-	// stored before 2026-11-30. The time is the stamped body's last field
-	// (StampedTS); sequencers no longer write the header, which saved a
-	// header on every stored message. Readers still honour it.
-	HdrTS = "Gr-Ts"
+	// HdrSeq and HdrPrev are on a live copy: the stored message's stream
+	// sequence, and that of the game's message before it (which a feed
+	// compares with its position to spot a gap).
+	HdrSeq  = "Gr-Seq"
+	HdrPrev = "Gr-Prev"
 	// HdrGame names the game in an append request.
 	HdrGame = "Gr-Game"
 	// HdrIdem carries the caller's idempotency key in an append request;
@@ -188,18 +188,6 @@ func IsReservedType(t string) bool {
 		}
 	}
 	return false
-}
-
-// StoredTS returns a stored message's append time: the Gr-Ts header value
-// hdr if it has one (messages stored before 2026-11-30), else the stamped
-// body's (StampedTS); 0 if neither is there.
-func StoredTS(hdr string, data []byte) int64 {
-	if hdr != "" {
-		ts, _ := strconv.ParseInt(hdr, 10, 64)
-		return ts
-	}
-	ts, _ := StampedTS(data)
-	return ts
 }
 
 // StampedTS returns the append time of a stored message from its body,
