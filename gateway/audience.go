@@ -133,7 +133,7 @@ func (a *audience) release(h *hub) {
 	h.mu.Unlock()
 	if sub != nil {
 		_ = sub.Unsubscribe()
-		a.publish(subj, 0, 0, false)
+		a.publish(subj, 0, 0, plainCount)
 	}
 }
 
@@ -191,8 +191,17 @@ func (a *audience) onCount(h *hub, data []byte) {
 	a.mark(h)
 }
 
+// countKind says whether a published count asks the other gateways for
+// theirs.
+type countKind uint8
+
+const (
+	plainCount countKind = iota
+	helloCount           // this gateway just started hosting the game
+)
+
 // publish sends this gateway's count of a game.
-func (a *audience) publish(subj string, players, spectators int, hello bool) {
+func (a *audience) publish(subj string, players, spectators int, kind countKind) {
 	if a.nc == nil || subj == "" {
 		return
 	}
@@ -203,7 +212,7 @@ func (a *audience) publish(subj string, players, spectators int, hello bool) {
 	b = strconv.AppendInt(b, int64(players), 10)
 	b = append(b, `,"spectators":`...)
 	b = strconv.AppendInt(b, int64(spectators), 10)
-	if hello {
+	if kind == helloCount {
 		b = append(b, `,"hello":true`...)
 	}
 	b = append(b, '}')
@@ -251,11 +260,11 @@ func (a *audience) loop(stop <-chan struct{}, done chan<- struct{}) {
 		}
 		clear(a.dirty)
 		a.mu.Unlock()
-		republish := now.Sub(lastRefresh) >= refresh
-		if republish {
-			lastRefresh = now
+		rep := onChange
+		if now.Sub(lastRefresh) >= refresh {
+			lastRefresh, rep = now, republish
 		}
-		if everyHub || republish {
+		if everyHub || rep == republish {
 			hubs = hubs[:0]
 			a.g.mu.Lock()
 			for _, h := range a.g.hubs {
@@ -264,17 +273,25 @@ func (a *audience) loop(stop <-chan struct{}, done chan<- struct{}) {
 			a.g.mu.Unlock()
 		}
 		for _, h := range hubs {
-			a.update(h, now, alive, republish)
+			a.update(h, now, alive, rep)
 		}
 		clear(hubs)
 		hubs = hubs[:0]
 	}
 }
 
+// countRefresh says when update publishes this gateway's count.
+type countRefresh uint8
+
+const (
+	onChange  countRefresh = iota // when it changed (or another gateway asked)
+	republish                     // in any case: the periodic refresh
+)
+
 // update brings h's audience up to date: drops stale counts of other
 // gateways, publishes this gateway's count if it changed (or refresh is
 // set), and sends the total to h's clients if it changed.
-func (a *audience) update(h *hub, now time.Time, alive map[string]bool, refresh bool) {
+func (a *audience) update(h *hub, now time.Time, alive map[string]bool, refresh countRefresh) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -282,7 +299,7 @@ func (a *audience) update(h *hub, now time.Time, alive map[string]bool, refresh 
 	}
 	players, spectators := h.players, h.spectators
 	pub, hello, subj := false, h.pubHello, h.audSubject
-	if players != h.pubPlayers || spectators != h.pubSpectators || refresh || h.pubForce || hello {
+	if players != h.pubPlayers || spectators != h.pubSpectators || refresh == republish || h.pubForce || hello {
 		pub = true
 		h.pubPlayers, h.pubSpectators = players, spectators
 		h.pubForce, h.pubHello = false, false
@@ -296,16 +313,29 @@ func (a *audience) update(h *hub, now time.Time, alive map[string]bool, refresh 
 		players += c.players
 		spectators += c.spectators
 	}
+	var (
+		frame []byte
+		to    []*conn
+	)
 	if players != h.sentPlayers || spectators != h.sentSpectators {
 		h.sentPlayers, h.sentSpectators = players, spectators
-		frame := textFrame(audienceFrame(h.game, players, spectators))
+		frame = textFrame(audienceFrame(h.game, players, spectators))
+		to = make([]*conn, 0, len(h.clients))
 		for c := range h.clients {
-			c.enqueue(item{kind: itemFrame, frame: frame})
+			to = append(to, c)
 		}
 	}
 	h.mu.Unlock()
+	// Written and published without h.mu, as messages are (hub.onMsg).
+	for _, c := range to {
+		c.enqueue(item{kind: itemFrame, frame: frame})
+	}
 	if pub {
-		a.publish(subj, local[0], local[1], hello)
+		kind := plainCount
+		if hello {
+			kind = helloCount
+		}
+		a.publish(subj, local[0], local[1], kind)
 	}
 }
 

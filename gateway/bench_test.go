@@ -44,7 +44,7 @@ func BenchmarkFanout(b *testing.B) {
 // BenchmarkFanoutSockets is BenchmarkFanout over real loopback TCP
 // sockets, each drained by a reading goroutine, as clients that keep up:
 // a frame for a connection with no writer running is written straight to
-// its socket (writeNow, Linux), the rest through its writer. The cost per
+// its socket (writeNowLocked, Linux), the rest through its writer. The cost per
 // delivery includes the write system call.
 func BenchmarkFanoutSockets(b *testing.B) {
 	var ln net.Listener

@@ -56,7 +56,7 @@ type conn struct {
 	// Static after construction.
 	g      *Gateway
 	nc     net.Conn
-	raw    syscall.RawConn // the socket under nc for writeNow; nil: none
+	raw    syscall.RawConn // the socket under nc for writeNowLocked; nil: none
 	id     string
 	addr   string // the client's source address (for per-address limits)
 	bucket uint8  // keepalive group: pinged once every pingBuckets ticks
@@ -100,10 +100,10 @@ type conn struct {
 	writing bool          // a writer goroutine runs
 	closing bool          // a close item is queued or the socket is gone
 	wdone   chan struct{} // made by waitWriter; closed when the writer exits
-	direct  *directWrite  // writeNow's state, made by its first call
+	direct  *directWrite  // writeNowLocked's state, made by its first call
 }
 
-// directWrite is what writeNow hands its socket callback, kept per
+// directWrite is what writeNowLocked hands its socket callback, kept per
 // connection so that the callback, made once, allocates nothing per frame.
 type directWrite struct {
 	p  []byte // what to write
@@ -138,7 +138,7 @@ func (c *conn) enqueueLocked(it item) {
 		if it.id > 0 && it.id <= c.skip {
 			return
 		}
-		n := c.writeNow(it.frame)
+		n := c.writeNowLocked(it.frame)
 		if n == len(it.frame) {
 			if it.id > 0 {
 				c.g.m.wrote(1, n)

@@ -51,7 +51,7 @@ func (l *logBuf) String() string {
 // system is NATS JetStream, a sequencer service and n gateways, each with
 // its own NATS connection, feeds and HTTP server, as separate pods would be.
 // The first gateway appends through sequencer.LocalFirst on the service,
-// whose messages reach its feeds in process (Service.LocalFeeds, on a NoEcho
+// whose messages reach its feeds in process (sequencer.WithLocalFeeds, on a NoEcho
 // connection), as `gamerelay dev` and gateways with an embedded sequencer
 // do; the others append through sequencer.Client and get live copies.
 type system struct {
@@ -104,12 +104,13 @@ func newSystem(t *testing.T, n int, cfg Config) *system {
 }
 
 func (s *system) startSequencer() {
-	svc, err := sequencer.NewService(embednats.Connect(s.t, s.natsURL), s.seqCfg)
+	var opts []sequencer.Option
+	if s.localFeeds != nil {
+		opts = append(opts, sequencer.WithLocalFeeds(s.localFeeds))
+	}
+	svc, err := sequencer.NewService(embednats.Connect(s.t, s.natsURL), s.seqCfg, opts...)
 	if err != nil {
 		s.t.Fatal(err)
-	}
-	if s.localFeeds != nil {
-		svc.LocalFeeds(s.localFeeds)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -25,6 +25,9 @@ type hub struct {
 	// Guarded by Gateway.mu.
 	refs int // clients joined or joining
 
+	// Owned by onMsg, which the feed calls one message at a time.
+	fanout []*conn // the clients a message goes to, reused
+
 	mu sync.Mutex
 	// Guarded by mu.
 	clients map[*conn]struct{}
@@ -45,11 +48,21 @@ type hub struct {
 func (h *hub) onMsg(m sequencer.Stored) {
 	frame := textFrame(m.Data)
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.last = m.ID
+	to := h.fanout[:0]
 	for c := range h.clients {
+		to = append(to, c)
+	}
+	h.mu.Unlock()
+	// Written without h.mu: a join or leave of this game never waits for
+	// the sockets of its audience. A client that joins now has head m.ID
+	// and gets m in its replay; one that leaves now is closing and drops
+	// it.
+	for _, c := range to {
 		c.enqueue(item{kind: itemFrame, id: m.ID, frame: frame})
 	}
+	clear(to)
+	h.fanout = to
 }
 
 // acquireHub returns the game's hub, opening its feed if this is the

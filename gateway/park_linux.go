@@ -32,6 +32,7 @@ type poller struct {
 	epfd, efd int             // epoll instance and the eventfd that stops the poller
 	started   bool            // the poller goroutine runs (or ran)
 	stopped   bool            // parking is over: Shutdown, or epoll is unavailable
+	closed    bool            // stop ran: the descriptors are closed
 	conns     map[int32]*conn // parked connections by socket descriptor
 	done      chan struct{}   // closed when the poller goroutine exits
 }
@@ -63,7 +64,7 @@ func (p *poller) startLocked(g *Gateway) error {
 // park registers c's socket and marks c parked; false means c cannot be
 // parked and its reader goes on reading. Called by c's reader goroutine
 // with c.mu held: a parked connection is never closing.
-func (p *poller) park(c *conn) bool {
+func (p *poller) parkLocked(c *conn) bool {
 	rc := c.raw
 	if rc == nil {
 		return false
@@ -189,10 +190,11 @@ func (p *poller) run(g *Gateway) {
 func (p *poller) stop() {
 	p.mu.Lock()
 	p.stopped = true
-	started := p.started
+	started, closed := p.started, p.closed
+	p.closed = true
 	p.mu.Unlock()
-	if !started {
-		return
+	if !started || closed {
+		return // a second stop: the descriptors are closed already
 	}
 	_, _ = unix.Write(p.efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	<-p.done
@@ -214,12 +216,12 @@ func rawConn(nc net.Conn) syscall.RawConn {
 	return rc
 }
 
-// writeNow writes as much of p to c's socket as it takes without blocking
+// writeNowLocked writes as much of p to c's socket as it takes without blocking
 // and returns how much that was (0 without a socket, or on any error: the
 // writer goroutine, which gets the rest, meets the error again and ends the
 // connection). The caller holds c.mu with no writer running, so nothing
 // else writes to the socket.
-func (c *conn) writeNow(p []byte) int {
+func (c *conn) writeNowLocked(p []byte) int {
 	if c.raw == nil {
 		return 0
 	}

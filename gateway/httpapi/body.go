@@ -57,19 +57,27 @@ func checkObject(body []byte, fn func(k, v []byte)) error {
 	}
 }
 
+// typeRule says whether a body carries its "type".
+type typeRule uint8
+
+const (
+	typeRequired typeRule = iota // a game message: the body's "type" is its type
+	typeSetByAPI                 // the API sets the type: the body has none
+)
+
 // checkMessage validates a game message as the gateway validates a
 // player's, with the same codes in the same order of precedence: one JSON
-// object, with a string "type" (every "type" member, if repeated) that is
-// not reserved, and none of the fields gamerelay sets. With typeAllowed
-// false the object must have no "type" at all (the API sets it).
-func checkMessage(body []byte, typeAllowed bool) error {
+// object, each key once, with a string "type" that is
+// not reserved, and none of the fields gamerelay sets. With typeSetByAPI
+// the object must have no "type" at all.
+func checkMessage(body []byte, rule typeRule) error {
 	var (
-		types    [][]byte
+		typ      []byte // the "type" member's value; keys are unique (checkObject)
 		reserved []byte
 	)
 	err := checkObject(body, func(k, v []byte) {
 		if jsonobj.KeyEquals(k, "type") {
-			types = append(types, v)
+			typ = v
 			return
 		}
 		if f, ok := wire.ReservedField(k); ok && reserved == nil {
@@ -79,13 +87,13 @@ func checkMessage(body []byte, typeAllowed bool) error {
 	switch {
 	case err != nil:
 		return err
-	case !typeAllowed && len(types) > 0:
+	case rule == typeSetByAPI && typ != nil:
 		return errorf(http.StatusBadRequest, wire.CodeInvalidMessage, `leave out "type": the API sets it`)
-	case typeAllowed && len(types) == 0:
+	case rule == typeRequired && typ == nil:
 		return errorf(http.StatusBadRequest, wire.CodeMissingType, `a message needs a string field "type"`)
 	}
-	for _, v := range types {
-		t, ok := jsonobj.StringValue(v)
+	if typ != nil {
+		t, ok := jsonobj.StringValue(typ)
 		if !ok {
 			return errorf(http.StatusBadRequest, wire.CodeMissingType, `"type" must be a string`)
 		}

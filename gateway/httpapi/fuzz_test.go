@@ -20,7 +20,7 @@ func FuzzCheckMessage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		if checkMessage(body, true) != nil {
+		if checkMessage(body, typeRequired) != nil {
 			return
 		}
 		var m map[string]any

@@ -55,7 +55,7 @@ func (a *API) publish(r *http.Request, owner string) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := checkMessage(body, true); err != nil {
+	if err := checkMessage(body, typeRequired); err != nil {
 		return 0, nil, err
 	}
 	if idem != "" {
@@ -84,7 +84,7 @@ func (a *API) end(r *http.Request, owner string) (int, any, error) {
 	}
 	var fields []byte
 	if len(bytes.TrimSpace(body)) > 0 {
-		if err := checkMessage(body, false); err != nil {
+		if err := checkMessage(body, typeSetByAPI); err != nil {
 			return 0, nil, err
 		}
 		fields = members(body)

@@ -56,7 +56,7 @@ func newJWKSSet(cfg Config) *jwksSet {
 		cancel:      cancel,
 		done:        make(chan struct{}),
 	}
-	j.update(false)
+	j.update(scheduled)
 	go j.loop()
 	return j
 }
@@ -75,7 +75,7 @@ func (j *jwksSet) loop() {
 		case <-j.ctx.Done():
 			return
 		case <-t.C:
-			j.update(false)
+			j.update(scheduled)
 		}
 	}
 }
@@ -86,7 +86,7 @@ func (j *jwksSet) key(kid string) *vkey {
 	if k := j.lookup(kid); k != nil {
 		return k
 	}
-	j.update(true)
+	j.update(unknownKID)
 	return j.lookup(kid)
 }
 
@@ -97,17 +97,25 @@ func (j *jwksSet) lookup(kid string) *vkey {
 	return nil
 }
 
-// update fetches the set, or waits for the fetch already running. An
-// onDemand update does nothing within minInterval of the last fetch's
+// fetchCause says why the set is fetched.
+type fetchCause uint8
+
+const (
+	scheduled fetchCause = iota // at start, and every refresh period
+	unknownKID                  // a token named a kid the set lacks
+)
+
+// update fetches the set, or waits for the fetch already running. A fetch
+// for an unknown kid does nothing within minInterval of the last fetch's
 // start, nor after close.
-func (j *jwksSet) update(onDemand bool) {
+func (j *jwksSet) update(cause fetchCause) {
 	j.mu.Lock()
 	if ch := j.fetching; ch != nil {
 		j.mu.Unlock()
 		<-ch
 		return
 	}
-	if onDemand && (j.ctx.Err() != nil || time.Since(j.last) < j.minInterval) {
+	if cause == unknownKID && (j.ctx.Err() != nil || time.Since(j.last) < j.minInterval) {
 		j.mu.Unlock()
 		return
 	}

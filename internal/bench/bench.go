@@ -298,7 +298,7 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		scfg := cfg
 		scfg.SinceHead, scfg.JoinHistory = false, nil
-		o := scfg.joinAll(ctx, specs, true)
+		o := scfg.joinAll(ctx, specs, keepEntries)
 		o.closing.Wait()
 		joins = o.report(scfg, len(specs), cfg.Games, token.RoleSpectator)
 		for i, c := range o.ok {

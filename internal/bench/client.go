@@ -124,15 +124,22 @@ var (
 	keySince = []byte(`"since":`)
 )
 
-// intAfter parses the unsigned integer following key in p (last occurrence
-// if last), or -1.
-func intAfter(p, key []byte, last bool) int64 {
-	var i int
-	if last {
-		i = bytes.LastIndex(p, key)
-	} else {
-		i = bytes.Index(p, key)
-	}
+// record says what clients remember of what they receive.
+type record uint8
+
+const (
+	countOnly   record = iota // counts and order checks
+	keepEntries               // also every message's id and hash, for sameSequence
+)
+
+// intAfter parses the unsigned integer following the first key in p, or -1.
+func intAfter(p, key []byte) int64 { return intAt(p, bytes.Index(p, key), key) }
+
+// lastIntAfter parses the unsigned integer following the last key in p, or -1.
+func lastIntAfter(p, key []byte) int64 { return intAt(p, bytes.LastIndex(p, key), key) }
+
+// intAt parses the unsigned integer following key found at i in p, or -1.
+func intAt(p []byte, i int, key []byte) int64 {
 	if i < 0 {
 		return -1
 	}
@@ -204,9 +211,9 @@ func (c *bclient) readLoop() {
 		case "joined":
 			if !joined {
 				joined = true
-				c.head = uint64(max(intAfter(p, keyHead, false), 0))
+				c.head = uint64(max(intAfter(p, keyHead), 0))
 				c.start = c.since
-				if s := intAfter(p, keySince, false); s >= 0 {
+				if s := intAfter(p, keySince); s >= 0 {
 					c.start = uint64(s)
 				}
 				c.joined <- c.head
@@ -227,7 +234,7 @@ func (c *bclient) readLoop() {
 			}
 			continue
 		}
-		id := intAfter(p, keyMsgID, true)
+		id := lastIntAfter(p, keyMsgID)
 		if id <= 0 {
 			c.unsequenced++
 			continue
@@ -268,10 +275,10 @@ func (c *bclient) readLoop() {
 			c.hit = nil
 		}
 		if typ == "b" {
-			if t := intAfter(p, keyT, false); t > 0 {
+			if t := intAfter(p, keyT); t > 0 {
 				d := now.Sub(time.Unix(0, t))
 				c.all.record(d)
-				if intAfter(p, keyS, false) == int64(c.idx) {
+				if intAfter(p, keyS) == int64(c.idx) {
 					c.own.record(d)
 					select {
 					case c.ownMsg <- struct{}{}:

@@ -141,7 +141,7 @@ func (o *joinOutcome) report(cfg Config, n, games int, role string) *JoinReport 
 // completes when joined arrived and every message up to its head did; one
 // that does not within cfg.JoinTimeout fails. Failed connections are
 // closed in the background (o.closing).
-func (cfg Config) joinAll(ctx context.Context, specs []joinSpec, keep bool) *joinOutcome {
+func (cfg Config) joinAll(ctx context.Context, specs []joinSpec, keep record) *joinOutcome {
 	o := &joinOutcome{ok: make([]*bclient, len(specs)), failures: map[string]uint64{}, lat: newHist()}
 	slots := make(chan struct{}, cfg.Inflight)
 	var wg sync.WaitGroup
@@ -187,7 +187,7 @@ func (cfg Config) joinAll(ctx context.Context, specs []joinSpec, keep bool) *joi
 // joinOne connects and joins one client. It returns the connection (nil
 // if there is none) and either the time from connect to join complete or
 // why the join failed.
-func (cfg Config) joinOne(ctx context.Context, s joinSpec, keep bool) (*bclient, time.Duration, string) {
+func (cfg Config) joinOne(ctx context.Context, s joinSpec, keep record) (*bclient, time.Duration, string) {
 	tok, err := cfg.token(s.game.name, s.role)
 	if err != nil {
 		return nil, 0, "token"
@@ -206,7 +206,7 @@ func (cfg Config) joinOne(ctx context.Context, s joinSpec, keep bool) (*bclient,
 		}
 		return nil, 0, "refused"
 	}
-	c.keep, c.log, c.history = keep, s.game.log, cfg.JoinHistory
+	c.keep, c.log, c.history = keep == keepEntries, s.game.log, cfg.JoinHistory
 	if cfg.SinceHead {
 		c.since = s.game.head()
 	}
@@ -248,19 +248,19 @@ func (cfg Config) joinOne(ctx context.Context, s joinSpec, keep bool) (*bclient,
 // createGames makes each game exist: its creator, a player, joins and
 // sends one message, and stays connected. Creators get indexes from
 // firstIdx on.
-func (cfg Config) createGames(ctx context.Context, names []string, firstIdx int, withLog bool) ([]*joinGame, error) {
+func (cfg Config) createGames(ctx context.Context, names []string, firstIdx int, logs record) ([]*joinGame, error) {
 	games := make([]*joinGame, len(names))
 	specs := make([]joinSpec, len(names))
 	for i, name := range names {
 		games[i] = &joinGame{name: name}
-		if withLog {
+		if logs == keepEntries {
 			games[i].log = &gameLog{}
 		}
 		specs[i] = joinSpec{idx: firstIdx + i, game: games[i], role: token.RolePlayer}
 	}
 	setup := cfg
 	setup.SinceHead, setup.JoinHistory = false, nil
-	o := setup.joinAll(ctx, specs, false)
+	o := setup.joinAll(ctx, specs, countOnly)
 	o.closing.Wait()
 	for i, c := range o.ok {
 		games[i].creator = c
@@ -301,7 +301,7 @@ func runJoin(ctx context.Context, cfg Config) (*Report, error) {
 		names[g] = fmt.Sprintf("j%s-%d", id, g)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	games, err := cfg.createGames(sctx, names, cfg.Clients, true)
+	games, err := cfg.createGames(sctx, names, cfg.Clients, keepEntries)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -319,7 +319,7 @@ func runJoin(ctx context.Context, cfg Config) (*Report, error) {
 
 	rss0 := readRSS(cfg.ServerPID)
 	cpu0 := readCPU(cfg.ServerPID)
-	o := cfg.joinAll(ctx, specs, false)
+	o := cfg.joinAll(ctx, specs, countOnly)
 	cpu1 := readCPU(cfg.ServerPID)
 	jr := o.report(cfg, cfg.Clients, cfg.Games, cfg.Role)
 	joiners := o.clients()

@@ -271,7 +271,7 @@ func TestJoinFailures(t *testing.T) {
 			for i := range specs {
 				specs[i] = joinSpec{idx: i, game: g, role: tc.role}
 			}
-			o := cfg.joinAll(context.Background(), specs, false)
+			o := cfg.joinAll(context.Background(), specs, countOnly)
 			o.closing.Wait()
 			if j := o.report(cfg, len(specs), 1, tc.role); j.Joined != 0 || len(j.Failures) != 1 || j.Failures[tc.reason] != 12 {
 				t.Fatalf("failures %v, joined %d; want %s=12", j.Failures, j.Joined, tc.reason)
