@@ -101,8 +101,8 @@ func (j *jwksSet) lookup(kid string) *vkey {
 type fetchCause uint8
 
 const (
-	scheduled fetchCause = iota // at start, and every refresh period
-	unknownKID                  // a token named a kid the set lacks
+	scheduled  fetchCause = iota // at start, and every refresh period
+	unknownKID                   // a token named a kid the set lacks
 )
 
 // update fetches the set, or waits for the fetch already running. A fetch
