@@ -12,6 +12,7 @@ import (
 
 	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
@@ -165,7 +166,7 @@ func TestConnectionCaps(t *testing.T) {
 	}
 	// A connection that ends frees its place.
 	_ = open[0].conn.Close()
-	waitFor(t, 10*time.Second, "a place freed", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a place freed", func() bool {
 		c, _, _, err := ws.Dial(ctx, s.gws[0].url)
 		if err == nil {
 			_ = c.Close()

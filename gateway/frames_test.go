@@ -16,6 +16,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/gamerelay/gamerelay/gateway/token"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -140,7 +141,7 @@ func TestAnnouncedFramesHoldLittle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 30*time.Second, "every reader to wait for the rest of its payload", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "every reader to wait for the rest of its payload", func() bool {
 		return readersInPayload() >= conns
 	})
 	held := int64(liveHeap()) - int64(before)
@@ -286,7 +287,7 @@ func TestFrameReaderStallsAcrossGrowth(t *testing.T) {
 				}
 				for i := 0; len(b) > 0; i++ {
 					if i > 0 {
-						time.Sleep(tc.pause)
+						time.Sleep(tc.pause) // the subject: a client sending slowly
 					}
 					n := min(len(b), 1<<10)
 					if _, err := client.Write(b[:n]); err != nil {

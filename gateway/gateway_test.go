@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/wire"
@@ -220,7 +220,7 @@ func TestSlowConsumerIsClosedAndResumes(t *testing.T) {
 			}
 		}
 	}
-	if v := testutil.ToFloat64(gw.metrics.Closes.WithLabelValues("slow_consumer")); v != 1 {
+	if v := promtest.ToFloat64(gw.metrics.Closes.WithLabelValues("slow_consumer")); v != 1 {
 		t.Fatalf("slow_consumer closes = %v, want 1", v)
 	}
 	// Now the slow client reads what was written before the close, then 1013.

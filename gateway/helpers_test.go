@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,10 +22,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -117,13 +119,9 @@ func (s *system) startSequencer() {
 	go func() { _ = svc.Run(ctx, 5*time.Second); close(done) }()
 	s.svc = svc
 	s.stopSeq = func() { cancel(); <-done }
-	deadline := time.Now().Add(10 * time.Second)
-	for len(svc.Owned()) < s.seqCfg.Partitions {
-		if time.Now().After(deadline) {
-			s.t.Fatal("sequencer owns no partitions")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(s.t, 10*time.Second, "the sequencer to own every partition", func() bool {
+		return len(svc.Owned()) >= s.seqCfg.Partitions
+	})
 }
 
 func (s *system) newFeeds(nc *nats.Conn) *sequencer.Feeds {
@@ -189,24 +187,23 @@ func (s *system) close() {
 // non-test code is still running.
 func checkNoGatewayGoroutines(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var leaked []string
+	defer func() {
+		if len(leaked) > 0 { // WaitFor failed
+			t.Logf("goroutines left behind:\n%s", strings.Join(leaked, "\n\n"))
+		}
+	}()
+	testutil.WaitFor(t, 5*time.Second, "the gateway's goroutines to end", func() bool {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
+		leaked = leaked[:0]
 		for _, g := range strings.Split(string(buf), "\n\n") {
 			if strings.Contains(g, "gamerelay/gateway.(*") && !strings.Contains(g, "_test.go") {
 				leaked = append(leaked, g)
 			}
 		}
-		if len(leaked) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutines left behind:\n%s", strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(leaked) == 0
+	})
 }
 
 // client is a real WebSocket client (gobwas/ws) with a reader goroutine.
@@ -218,6 +215,8 @@ type client struct {
 	audience chan []byte // audience frames, kept apart: they come at any time
 	done     chan struct{}
 	code     ws.StatusCode // close code received; valid after done
+	pings    atomic.Int64  // pings received and answered by read
+	pongs    atomic.Int64  // pongs received by read
 }
 
 type lockedRW struct {
@@ -320,6 +319,9 @@ func (c *client) read() ([]byte, ws.StatusCode, error) {
 		switch f.Header.OpCode {
 		case ws.OpPing:
 			_ = wsutil.WriteClientMessage(lockedRW{c}, ws.OpPong, f.Payload)
+			c.pings.Add(1)
+		case ws.OpPong:
+			c.pongs.Add(1)
 		case ws.OpClose:
 			var code ws.StatusCode
 			if len(f.Payload) >= 2 {
@@ -393,18 +395,6 @@ func (c *client) closed(d time.Duration) ws.StatusCode {
 	return 0
 }
 
-// waitFor polls cond until it holds, failing after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func id(m map[string]any) uint64 {
 	f, _ := m["msg_id"].(float64)
 	return uint64(f)
@@ -433,4 +423,4 @@ func joinMsg(game, token string, since uint64) string {
 	return string(b)
 }
 
-func testutilValue(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
+func testutilValue(c prometheus.Collector) float64 { return promtest.ToFloat64(c) }

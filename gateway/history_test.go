@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -84,19 +85,11 @@ func TestJoinFromZeroCrossesIntoTheArchive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitArchived := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("the archive to hold %d messages", n), func() bool {
 		archive.mu.Lock()
-		got := len(archive.frames)
-		archive.mu.Unlock()
-		if got == n {
-			break
-		}
-		if time.Now().After(waitArchived) {
-			t.Fatalf("archive has %d of %d", got, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer archive.mu.Unlock()
+		return len(archive.frames) == n
+	})
 	recorder.Close()
 
 	g, err := New(app, feeds, archive, Config{AllowAnonymous: true, Logger: log})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -47,13 +48,9 @@ func TestSilentClientIsClosedAfterTwoPings(t *testing.T) {
 	s := newSystem(t, 1, Config{AllowAnonymous: true, PingInterval: 200 * time.Millisecond})
 	c := dialRaw(t, s.gws[0].url) // reads nothing, so never answers a ping
 	c.send(`{"type":"join","game":"quiet"}`)
-	deadline := time.Now().Add(10 * time.Second)
-	for testCloses(s, "ping_timeout") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("silent client not closed")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "the silent client to be closed (ping_timeout)", func() bool {
+		return testCloses(s, "ping_timeout") == 1
+	})
 	// A client that answers pings stays.
 	live := dial(t, s.gws[0].url)
 	live.send(`{"type":"join","game":"quiet"}`)

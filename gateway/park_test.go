@@ -10,6 +10,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -38,7 +39,7 @@ func joinParked(t *testing.T, tg *testGateway, c *client, game string) *conn {
 	t.Helper()
 	c.send(`{"type":"join","game":"` + game + `"}`)
 	sc := serverConn(t, tg.g, c.expect("joined")["client_id"].(string))
-	waitFor(t, 5*time.Second, "the connection to park", func() bool { return isParked(tg.g, sc) })
+	testutil.WaitFor(t, 5*time.Second, "the connection to park", func() bool { return isParked(tg.g, sc) })
 	return sc
 }
 
@@ -69,7 +70,7 @@ func TestParkedConnectionReceivesAndWakes(t *testing.T) {
 	}
 	nextOfType(t, b, "move") // b's own echo
 	// Input wakes a parked connection: the message is appended and echoed.
-	waitFor(t, 5*time.Second, "the sender to park again", func() bool { return isParked(tg.g, sb) })
+	testutil.WaitFor(t, 5*time.Second, "the sender to park again", func() bool { return isParked(tg.g, sb) })
 	a.send(`{"type":"move","k":2}`)
 	for _, c := range []*client{a, b} {
 		if m := nextOfType(t, c, "move"); m["k"] != float64(2) || m["client_id"] != sa.id {
@@ -77,7 +78,7 @@ func TestParkedConnectionReceivesAndWakes(t *testing.T) {
 		}
 	}
 	// Idle again: parked again, and everything still works.
-	waitFor(t, 5*time.Second, "the connection to park again", func() bool { return isParked(tg.g, sa) })
+	testutil.WaitFor(t, 5*time.Second, "the connection to park again", func() bool { return isParked(tg.g, sa) })
 	a.send(`{"type":"move","k":3}`)
 	if m := nextOfType(t, b, "move"); m["k"] != float64(3) {
 		t.Fatalf("got %v", m)
@@ -113,14 +114,14 @@ func TestParkedConnectionAnswersPings(t *testing.T) {
 	c := dialRaw(t, tg.url)
 	c.send(`{"type":"join","game":"pings"}`)
 	readRaw(t, c, ws.OpText) // joined
-	waitFor(t, 5*time.Second, "the connection to park", func() bool { return tg.g.poll.parkedCount() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "the connection to park", func() bool { return tg.g.poll.parkedCount() == 1 })
 	if err := ws.WriteFrame(lockedRW{c}, ws.MaskFrame(ws.NewPingFrame([]byte("hi")))); err != nil {
 		t.Fatal(err)
 	}
 	if p := readRaw(t, c, ws.OpPong); string(p) != "hi" {
 		t.Fatalf("pong %q", p)
 	}
-	waitFor(t, 5*time.Second, "the connection to park again", func() bool { return tg.g.poll.parkedCount() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "the connection to park again", func() bool { return tg.g.poll.parkedCount() == 1 })
 }
 
 func TestParkedClientAnsweringPingsStays(t *testing.T) {
@@ -129,7 +130,7 @@ func TestParkedClientAnsweringPingsStays(t *testing.T) {
 	c := dial(t, tg.url) // answers the server's pings
 	sc := joinParked(t, tg, c, "alive")
 	time.Sleep(time.Second) // over six ping intervals
-	waitFor(t, 5*time.Second, "the connection to park again", func() bool { return isParked(tg.g, sc) })
+	testutil.WaitFor(t, 5*time.Second, "the connection to park again", func() bool { return isParked(tg.g, sc) })
 	c.send(`{"type":"still-here"}`)
 	nextOfType(t, c, "still-here")
 	if v := testCloses(s, "ping_timeout"); v != 0 {
@@ -142,12 +143,12 @@ func TestParkedSilentClientIsClosed(t *testing.T) {
 	tg := s.gws[0]
 	c := dialRaw(t, tg.url) // never answers pings
 	c.send(`{"type":"join","game":"silent"}`)
-	waitFor(t, 5*time.Second, "the connection to park", func() bool { return tg.g.poll.parkedCount() == 1 })
-	waitFor(t, 10*time.Second, "ping_timeout", func() bool { return testCloses(s, "ping_timeout") == 1 })
+	testutil.WaitFor(t, 5*time.Second, "the connection to park", func() bool { return tg.g.poll.parkedCount() == 1 })
+	testutil.WaitFor(t, 10*time.Second, "ping_timeout", func() bool { return testCloses(s, "ping_timeout") == 1 })
 	if code := readCloseCode(t, c); code != wire.ClosePolicy {
 		t.Fatalf("closed with %d, want %d", code, wire.ClosePolicy)
 	}
-	waitFor(t, 10*time.Second, "the connection to end", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the connection to end", func() bool {
 		tg.g.mu.Lock()
 		defer tg.g.mu.Unlock()
 		return len(tg.g.conns) == 0
@@ -174,7 +175,7 @@ func TestShutdownClosesParkedConnections(t *testing.T) {
 		joinParked(t, tg, c, "bye")
 		cs = append(cs, c)
 	}
-	waitFor(t, 5*time.Second, "every connection to park", func() bool { return tg.g.poll.parkedCount() == 5 })
+	testutil.WaitFor(t, 5*time.Second, "every connection to park", func() bool { return tg.g.poll.parkedCount() == 5 })
 	tg.stop(t)
 	for _, c := range cs {
 		if code := c.closed(10 * time.Second); code != wire.CloseGoingAway {
@@ -214,7 +215,7 @@ func TestNoParkingMidMessage(t *testing.T) {
 
 	// One frame in two writes, the pause after the first header byte and
 	// then within the payload.
-	waitFor(t, 5*time.Second, "the connection to park again", func() bool { return isParked(tg.g, sc) })
+	testutil.WaitFor(t, 5*time.Second, "the connection to park again", func() bool { return isParked(tg.g, sc) })
 	var one bytes.Buffer
 	_ = ws.WriteFrame(&one, ws.MaskFrame(ws.NewTextFrame([]byte(`{"type":"split","k":2}`))))
 	b := one.Bytes()
