@@ -78,10 +78,10 @@ func TestBadInput(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := tc.conn(t)
-			drainPresence(c)
 			c.send(tc.send)
-			// Presence messages of this game (this client's join, earlier
-			// subtests' leaves) may arrive at any time: skip them.
+			// Presence messages of this game (the joined replay, this
+			// client's join, earlier subtests' leaves) may arrive at any
+			// time: skip them.
 			if m := nextNotPresence(c); m["type"] != "error" || m["code"] != tc.code {
 				t.Fatalf("got %v, want error %s", m, tc.code)
 			}
@@ -160,18 +160,6 @@ func nextNotPresence(c *client) map[string]any {
 	for {
 		if m := c.next(10 * time.Second); m["type"] != "presence" {
 			return m
-		}
-	}
-}
-
-// drainPresence discards frames already queued (joined replay, presence).
-func drainPresence(c *client) {
-	time.Sleep(20 * time.Millisecond)
-	for {
-		select {
-		case <-c.frames:
-		default:
-			return
 		}
 	}
 }
@@ -265,6 +253,8 @@ func TestOversizedMessageClosesWithoutReset(t *testing.T) {
 			t.Fatalf("client write after the refusal: %v", err)
 		}
 		rest = rest[n:]
+		// The subject: a client still sending, slowly, while the gateway
+		// ends the connection.
 		time.Sleep(5 * time.Millisecond)
 	}
 	if code := c.closed(5 * time.Second); code != wire.CloseTooBig {

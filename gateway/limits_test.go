@@ -51,16 +51,20 @@ func TestSilentClientIsClosedAfterTwoPings(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "the silent client to be closed (ping_timeout)", func() bool {
 		return testCloses(s, "ping_timeout") == 1
 	})
-	// A client that answers pings stays.
+	// A client that answers pings stays: five pings answered span four
+	// intervals, twice the two a silent client gets.
 	live := dial(t, s.gws[0].url)
 	live.send(`{"type":"join","game":"quiet"}`)
 	live.expect("joined")
-	time.Sleep(time.Second)
+	testutil.WaitFor(t, 10*time.Second, "five pings answered", func() bool { return live.pings.Load() >= 5 })
 	live.send(`{"type":"still-here"}`)
 	for {
 		if m := live.next(5 * time.Second); m["type"] == "still-here" {
 			break
 		}
+	}
+	if v := testCloses(s, "ping_timeout"); v != 1 {
+		t.Fatalf("%v ping timeouts, want 1 (the silent client)", v)
 	}
 }
 

@@ -129,7 +129,10 @@ func TestParkedClientAnsweringPingsStays(t *testing.T) {
 	tg := s.gws[0]
 	c := dial(t, tg.url) // answers the server's pings
 	sc := joinParked(t, tg, c, "alive")
-	time.Sleep(time.Second) // over six ping intervals
+	// Six pings answered: each wakes the parked connection, which parks
+	// again; a client silent for two intervals would have been closed.
+	pinged := c.pings.Load()
+	testutil.WaitFor(t, 10*time.Second, "six more pings answered", func() bool { return c.pings.Load() >= pinged+6 })
 	testutil.WaitFor(t, 5*time.Second, "the connection to park again", func() bool { return isParked(tg.g, sc) })
 	c.send(`{"type":"still-here"}`)
 	nextOfType(t, c, "still-here")
@@ -194,8 +197,9 @@ func TestNoParkingMidMessage(t *testing.T) {
 	c := dial(t, tg.url)
 	sc := joinParked(t, tg, c, "frag")
 
-	var first, rest bytes.Buffer
+	var first, ping, rest bytes.Buffer
 	_ = ws.WriteFrame(&first, ws.MaskFrame(ws.NewFrame(ws.OpText, false, []byte(`{"type":"fr`))))
+	_ = ws.WriteFrame(&ping, ws.MaskFrame(ws.NewPingFrame([]byte("mid"))))
 	_ = ws.WriteFrame(&rest, ws.MaskFrame(ws.NewFrame(ws.OpContinuation, true, []byte(`ag","k":1}`))))
 	write := func(p []byte) {
 		t.Helper()
@@ -204,6 +208,12 @@ func TestNoParkingMidMessage(t *testing.T) {
 		}
 	}
 	write(first.Bytes())
+	// A ping between the fragments (RFC 6455 allows control frames
+	// there): its pong shows the reader holds the first fragment.
+	pongs := c.pongs.Load()
+	write(ping.Bytes())
+	testutil.WaitFor(t, 5*time.Second, "the pong to the ping between the fragments", func() bool { return c.pongs.Load() > pongs })
+	// The subject: the client pauses mid-message for ten times parkAfter.
 	time.Sleep(200 * time.Millisecond)
 	if isParked(tg.g, sc) {
 		t.Fatal("parked in the middle of a fragmented message")
@@ -220,6 +230,10 @@ func TestNoParkingMidMessage(t *testing.T) {
 	_ = ws.WriteFrame(&one, ws.MaskFrame(ws.NewTextFrame([]byte(`{"type":"split","k":2}`))))
 	b := one.Bytes()
 	write(b[:1])
+	// The byte woke the parked connection: its reader is back.
+	testutil.WaitFor(t, 5*time.Second, "the first byte to wake the connection", func() bool { return !isParked(tg.g, sc) })
+	// The subject: the client pauses, after the first header byte and then
+	// within the payload, for over seven times parkAfter each.
 	time.Sleep(150 * time.Millisecond)
 	write(b[1:9])
 	time.Sleep(150 * time.Millisecond)
