@@ -351,7 +351,8 @@ func TestJWKSRefresh(t *testing.T) {
 		verify(tokA, true, 1)
 
 		// The issuer rotates to b. Within 30s of the last fetch a token
-		// with the new kid is refused without a fetch...
+		// with the new kid is refused without a fetch... (In the bubble
+		// each time.Sleep moves the fake clock to the moment under test.)
 		srv.set(jwkOKP("b", edB.Public()))
 		time.Sleep(29 * time.Second)
 		verify(tokB, false, 1)
@@ -450,7 +451,7 @@ func TestJWKSFailedRefresh(t *testing.T) {
 					t.Fatal(err)
 				}
 				srv.setHandler(h)
-				time.Sleep(5*time.Minute + 10*time.Second) // the refresh, and its 5s timeout
+				time.Sleep(5*time.Minute + 10*time.Second) // fake clock: past the refresh and its 5s timeout
 				synctest.Wait()
 				if n := srv.fetches.Load(); n != 2 {
 					t.Fatalf("%d fetches, want 2", n)
@@ -485,7 +486,7 @@ func TestJWKSStartFailure(t *testing.T) {
 			t.Fatal("accepted without keys")
 		}
 		srv.set(jwkEC("c", k.ec.Public()))
-		time.Sleep(30 * time.Second)
+		time.Sleep(30 * time.Second) // fake clock: JWKSMinInterval passes
 		if _, err := v.Verify(tokC, now); err != nil {
 			t.Fatal(err)
 		}
