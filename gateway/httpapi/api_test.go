@@ -13,6 +13,7 @@ import (
 
 	"github.com/gamerelay/gamerelay/gateway/httpapi/httpapitest"
 	"github.com/gamerelay/gamerelay/gateway/token"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -57,14 +58,10 @@ func TestPublishInterleavedWithPlayers(t *testing.T) {
 
 	// Every game message is stored once; wait for the players' appends.
 	var stored [][]byte
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("the players' %d moves stored", 2*n), func() bool {
 		stored = sys.Messages(game)
-		if countTypes(t, stored)["move"] == 2*n || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return countTypes(t, stored)["move"] >= 2*n
+	})
 	counts := countTypes(t, stored)
 	if counts["move"] != 2*n || counts["tick"] != 2*n || counts["game_created"] != 1 {
 		t.Fatalf("stored types %v, want %d move, %d tick, 1 game_created", counts, 2*n, 2*n)

@@ -18,6 +18,7 @@ import (
 	"github.com/gamerelay/gamerelay/gateway/httpapi"
 	"github.com/gamerelay/gamerelay/gateway/httpapi/httpapitest"
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
@@ -202,13 +203,7 @@ func TestHistoryFromArchive(t *testing.T) {
 	for i := range 49 {
 		expect(t, publish(t, base, game, fmt.Sprintf(`{"type":"n","i":%d}`, i)), http.StatusCreated)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for arch.count(game) < 50 {
-		if time.Now().After(deadline) {
-			t.Fatalf("archive holds %d messages, want 50", arch.count(game))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "the archive to hold 50 messages", func() bool { return arch.count(game) >= 50 })
 	err := sys.Reader.Range(context.Background(), game, 0, 50, nil, func(sequencer.Stored) error { return nil })
 	if te := (*sequencer.TruncatedError)(nil); !errors.As(err, &te) || te.FirstID != 31 {
 		t.Fatalf("reading the stream from msg_id 1: %v; want it truncated before 31", err)

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gamerelay/gamerelay/gateway/httpapi"
 	"github.com/gamerelay/gamerelay/gateway/httpapi/httpapitest"
@@ -168,11 +168,11 @@ func TestMetrics(t *testing.T) {
 		{"POST /v1/games/{id}/messages", "401"},
 		{"/v1/games", "405"},
 	} {
-		if v := testutil.ToFloat64(m.Requests.WithLabelValues(tc.route, tc.code)); v != 1 {
+		if v := promtest.ToFloat64(m.Requests.WithLabelValues(tc.route, tc.code)); v != 1 {
 			t.Errorf("requests{route=%q,code=%s} = %v, want 1", tc.route, tc.code, v)
 		}
 	}
-	if n := testutil.CollectAndCount(m.Seconds, "gamerelay_api_request_seconds"); n != 3 {
+	if n := promtest.CollectAndCount(m.Seconds, "gamerelay_api_request_seconds"); n != 3 {
 		t.Errorf("request_seconds has %d series, want 3 routes", n)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/gateway/httpapi"
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -125,13 +126,9 @@ func (s *System) startSequencer() {
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx, 5*time.Second); close(done) }()
 	s.stopSeq = func() { cancel(); <-done }
-	deadline := time.Now().Add(10 * time.Second)
-	for len(svc.Owned()) < s.Seq.Partitions {
-		if time.Now().After(deadline) {
-			s.t.Fatal("httpapitest: the sequencer owns no partitions")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(s.t, 10*time.Second, "httpapitest: the sequencer to own every partition", func() bool {
+		return len(svc.Owned()) >= s.Seq.Partitions
+	})
 }
 
 func (s *System) addPod(o Options, log *slog.Logger) {
