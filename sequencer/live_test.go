@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -68,7 +69,7 @@ func TestLocalFeedsAndLiveCopies(t *testing.T) {
 	}
 	waitAll := func(n int, what string) {
 		t.Helper()
-		waitFor(t, 10*time.Second, what, func() bool { return logs[0].len() >= n && logs[1].len() >= n })
+		testutil.WaitFor(t, 10*time.Second, what, func() bool { return logs[0].len() >= n && logs[1].len() >= n })
 	}
 	appendN := func(from, to int) {
 		t.Helper()

@@ -13,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
@@ -271,7 +271,7 @@ func TestRetryPastTheDuplicateWindowSendsAfresh(t *testing.T) {
 
 func readCounter(t *testing.T, c prometheus.Counter) float64 {
 	t.Helper()
-	return testutil.ToFloat64(c)
+	return promtest.ToFloat64(c)
 }
 
 // A key another Appender stored (a gateway retried its message through

@@ -14,10 +14,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -79,7 +80,7 @@ func (e *env) service(local *Feeds) *Service {
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx, 5*time.Second) }()
 	e.t.Cleanup(func() { stop(); <-done })
-	waitFor(e.t, 10*time.Second, "service owns partitions", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
+	testutil.WaitFor(e.t, 10*time.Second, "service owns partitions", func() bool { return len(svc.Owned()) == e.cfg.Partitions })
 	return svc
 }
 
@@ -132,17 +133,6 @@ func (r *recorder) snapshot() ([]uint64, []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]uint64(nil), r.ids...), append([]string(nil), r.tag...)
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // readAll returns every stored message of game in order.
@@ -244,7 +234,7 @@ func TestConcurrentAppendersOneGame(t *testing.T) {
 	checkDense(t, msgs, acked)
 
 	for i := range recs {
-		waitFor(t, 10*time.Second, "feed catches up", func() bool { ids, _ := recs[i].snapshot(); return len(ids) >= n })
+		testutil.WaitFor(t, 10*time.Second, "feed catches up", func() bool { ids, _ := recs[i].snapshot(); return len(ids) >= n })
 	}
 	ids0, tags0 := recs[0].snapshot()
 	ids1, tags1 := recs[1].snapshot()
@@ -258,7 +248,7 @@ func TestConcurrentAppendersOneGame(t *testing.T) {
 	}
 	// The race was real: publishes collided on the check and were batched.
 	m := e.cfg.Metrics
-	conflicts := testutil.ToFloat64(m.Conflicts.WithLabelValues("10071"))
+	conflicts := promtest.ToFloat64(m.Conflicts.WithLabelValues("10071"))
 	var h dto.Metric
 	if err := m.BatchSize.Write(&h); err != nil {
 		t.Fatal(err)
@@ -336,7 +326,7 @@ func TestInlineAppendHandsOffRetry(t *testing.T) {
 	}
 	// a's third append was checked against the head it knew (msg_id 1) and
 	// refused; only the retry stored it.
-	if n := testutil.ToFloat64(cfg.Metrics.Conflicts.WithLabelValues("10071")); n != 1 {
+	if n := promtest.ToFloat64(cfg.Metrics.Conflicts.WithLabelValues("10071")); n != 1 {
 		t.Fatalf("conflicts = %v, want 1", n)
 	}
 	msgs := readAll(t, NewReader(e.conn(), e.cfg), "inline")
@@ -344,7 +334,7 @@ func TestInlineAppendHandsOffRetry(t *testing.T) {
 		t.Fatalf("stored %d messages, want 4", len(msgs))
 	}
 	// The retry goroutine finishes and leaves the game idle.
-	waitFor(t, 5*time.Second, "game idle", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "game idle", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return !a.games["inline"].busy
@@ -450,7 +440,7 @@ func TestFeedFillsGapsAndDropsDuplicates(t *testing.T) {
 		}
 	}
 	appendN(1, 5)
-	waitFor(t, 5*time.Second, "1..5 live", func() bool { ids, _ := rec.snapshot(); return len(ids) == 5 })
+	testutil.WaitFor(t, 5*time.Second, "1..5 live", func() bool { ids, _ := rec.snapshot(); return len(ids) == 5 })
 
 	// Lose the live path for 6..8, as around a stream leader change.
 	f.deliverMu.Lock()
@@ -464,7 +454,7 @@ func TestFeedFillsGapsAndDropsDuplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendN(9, 9)
-	waitFor(t, 5*time.Second, "gap 6..8 filled", func() bool { ids, _ := rec.snapshot(); return len(ids) == 9 })
+	testutil.WaitFor(t, 5*time.Second, "gap 6..8 filled", func() bool { ids, _ := rec.snapshot(); return len(ids) == 9 })
 
 	// Lose the last message: only the head check can find it.
 	f.deliverMu.Lock()
@@ -472,7 +462,7 @@ func TestFeedFillsGapsAndDropsDuplicates(t *testing.T) {
 	f.deliverMu.Unlock()
 	appendN(10, 10)
 	fs.recheck(func(*Feed) bool { return true })
-	waitFor(t, 5*time.Second, "lost tail 10 recovered", func() bool { ids, _ := rec.snapshot(); return len(ids) == 10 })
+	testutil.WaitFor(t, 5*time.Second, "lost tail 10 recovered", func() bool { ids, _ := rec.snapshot(); return len(ids) == 10 })
 
 	// A repeated live message is dropped.
 	old, err := fs.Reader().st.bySeq(ctx, f.p, 3)
@@ -544,7 +534,7 @@ func TestReplayAcrossCacheAndPages(t *testing.T) {
 	if h.GetHistogram().GetSampleCount() >= total {
 		t.Fatalf("no atomic batches were used (%d publishes)", h.GetHistogram().GetSampleCount())
 	}
-	waitFor(t, 5*time.Second, "feed at head", func() bool { return f.Last() == total })
+	testutil.WaitFor(t, 5*time.Second, "feed at head", func() bool { return f.Last() == total })
 	for _, since := range []uint64{0, 1, 126, 127, 128, 129, 255, 256, 257, 500, 649, 650, 651, 698, 699, 700} {
 		t.Run(fmt.Sprint("since=", since), func(t *testing.T) {
 			want := since + 1
@@ -669,7 +659,7 @@ func TestLeaseTakeover(t *testing.T) {
 	a, stopA, doneA := run(ncA)
 	b, stopB, doneB := run(e.conn())
 	defer func() { stopB(); <-doneB }()
-	waitFor(t, 15*time.Second, "partitions split 2/2", func() bool { return len(a.Owned()) == 2 && len(b.Owned()) == 2 })
+	testutil.WaitFor(t, 15*time.Second, "partitions split 2/2", func() bool { return len(a.Owned()) == 2 && len(b.Owned()) == 2 })
 
 	client := NewClient(e.conn(), cfg)
 	ctx := context.Background()
@@ -687,7 +677,7 @@ func TestLeaseTakeover(t *testing.T) {
 	ncA.Close()
 	stopA()
 	<-doneA
-	waitFor(t, 15*time.Second, "B takes every partition", func() bool { return len(b.Owned()) == 4 })
+	testutil.WaitFor(t, 15*time.Second, "B takes every partition", func() bool { return len(b.Owned()) == 4 })
 	appendAll(2)
 	r := NewReader(e.conn(), cfg)
 	for g := 0; g < 16; g++ {
@@ -829,14 +819,14 @@ func TestLeasesSurviveTransientRenewalErrors(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx, time.Second) }()
 	defer func() { stop(); <-done }()
-	waitFor(t, 15*time.Second, "the service owns every partition", func() bool { return len(svc.Owned()) == cfg.Partitions })
+	testutil.WaitFor(t, 15*time.Second, "the service owns every partition", func() bool { return len(svc.Owned()) == cfg.Partitions })
 	_, before := flaky.counts()
-	waitFor(t, 15*time.Second, "a renewal", func() bool { _, r := flaky.counts(); return r > before })
+	testutil.WaitFor(t, 15*time.Second, "a renewal", func() bool { _, r := flaky.counts(); return r > before })
 	flaky.mu.Lock()
 	flaky.failing = true
 	flaky.mu.Unlock()
 	// Two rounds of failed renewals: about 2 s, less than the 3 s TTL.
-	waitFor(t, 15*time.Second, "failed renewals", func() bool { f, _ := flaky.counts(); return f >= 2*cfg.Partitions })
+	testutil.WaitFor(t, 15*time.Second, "failed renewals", func() bool { f, _ := flaky.counts(); return f >= 2*cfg.Partitions })
 	if got := len(svc.Owned()); got != cfg.Partitions {
 		t.Fatalf("owns %d partitions while renewals fail, want %d", got, cfg.Partitions)
 	}
@@ -844,14 +834,14 @@ func TestLeasesSurviveTransientRenewalErrors(t *testing.T) {
 	flaky.failing = false
 	before = flaky.renewals
 	flaky.mu.Unlock()
-	waitFor(t, 15*time.Second, "renewals again", func() bool { _, r := flaky.counts(); return r >= before+cfg.Partitions })
+	testutil.WaitFor(t, 15*time.Second, "renewals again", func() bool { _, r := flaky.counts(); return r >= before+cfg.Partitions })
 	if got := len(svc.Owned()); got != cfg.Partitions {
 		t.Fatalf("owns %d partitions after renewals recovered, want %d", got, cfg.Partitions)
 	}
 	if strings.Contains(logs.String(), "lost partition lease") {
 		t.Fatalf("a lease was dropped:\n%s", logs.String())
 	}
-	if testutil.ToFloat64(cfg.Metrics.LeaseRenewalErrors) == 0 {
+	if promtest.ToFloat64(cfg.Metrics.LeaseRenewalErrors) == 0 {
 		t.Fatal("failed renewals not counted")
 	}
 }
@@ -896,7 +886,7 @@ func TestAppendsBypassAnOwnerThatIsGone(t *testing.T) {
 	a, stopA := run(ncA)
 	b, stopB := run(e.conn())
 	defer stopB()
-	waitFor(t, 30*time.Second, "partitions split 2/2", func() bool { return len(a.Owned()) == 2 && len(b.Owned()) == 2 })
+	testutil.WaitFor(t, 30*time.Second, "partitions split 2/2", func() bool { return len(a.Owned()) == 2 && len(b.Owned()) == 2 })
 	owned := map[int]bool{}
 	for _, p := range a.Owned() {
 		owned[p] = true
@@ -951,5 +941,5 @@ func TestFeedsRecheckAfterReconnect(t *testing.T) {
 	if err := fnc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the message found after the reconnect", func() bool { ids, _ := rec.snapshot(); return len(ids) == 1 })
+	testutil.WaitFor(t, 10*time.Second, "the message found after the reconnect", func() bool { ids, _ := rec.snapshot(); return len(ids) == 1 })
 }
