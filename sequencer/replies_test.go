@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 )
 
 // A reply box is reused after a request timed out: the late answer to the
@@ -35,7 +36,10 @@ func TestRepliesSkipLateAnswers(t *testing.T) {
 		t.Fatalf("slow request: %v, want timeout", err)
 	}
 	close(release) // the slow answer now arrives at the idle box
-	time.Sleep(50 * time.Millisecond)
+	r.mu.Lock()
+	box := r.free[0]
+	r.mu.Unlock()
+	testutil.WaitFor(t, 5*time.Second, "the late answer in the idle box", func() bool { return len(box.ch) == 1 })
 	for i := 0; i < 3; i++ {
 		resp, err := r.request(&nats.Msg{Subject: "t.req", Data: []byte{'a' + byte(i)}}, 5*time.Second)
 		if err != nil {
