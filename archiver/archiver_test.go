@@ -17,7 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
@@ -26,6 +26,7 @@ import (
 
 	"github.com/gamerelay/gamerelay/internal/embedmongo"
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
@@ -142,7 +143,7 @@ func (e *env) startWith(client *mongo.Client, cfg Config, hook func(*Archiver)) 
 		cancel()
 		<-r.done
 	})
-	waitFor(e.t, 20*time.Second, "archiver ready", a.Ready)
+	testutil.WaitFor(e.t, 20*time.Second, "archiver ready", a.Ready)
 	return r
 }
 
@@ -213,12 +214,12 @@ func (e *env) count(filter bson.D) int64 {
 // is complete too), then checks that it holds exactly n.
 func (e *env) waitCount(n int64) {
 	e.t.Helper()
-	waitFor(e.t, 30*time.Second, fmt.Sprintf("%d archived messages", n), func() bool { return e.count(bson.D{}) >= n })
+	testutil.WaitFor(e.t, 30*time.Second, fmt.Sprintf("%d archived messages", n), func() bool { return e.count(bson.D{}) >= n })
 	js, err := jetstream.New(e.conn())
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	waitFor(e.t, 30*time.Second, "consumers settled", func() bool {
+	testutil.WaitFor(e.t, 30*time.Second, "consumers settled", func() bool {
 		for p := range e.seq.Partitions {
 			c, err := js.Consumer(context.Background(), wire.Names{}.Stream(p), "archiver")
 			if err != nil {
@@ -313,17 +314,6 @@ func (e *env) checkMessages(game string, frames [][]byte, summary bool) {
 	}
 }
 
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func gameNames(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -365,19 +355,19 @@ func TestArchivesEveryMessageOnce(t *testing.T) {
 	if g1.EndedAt != nil {
 		t.Fatalf("g-1 ended by a player's message: %v", g1.EndedAt)
 	}
-	if got := testutil.ToFloat64(cfg.Metrics.Archived); got != 4*40+2 {
+	if got := promtest.ToFloat64(cfg.Metrics.Archived); got != 4*40+2 {
 		t.Fatalf("archived_total %v", got)
 	}
-	if got := testutil.ToFloat64(cfg.Metrics.Duplicates); got != 0 {
+	if got := promtest.ToFloat64(cfg.Metrics.Duplicates); got != 0 {
 		t.Fatalf("duplicates_total %v", got)
 	}
-	waitFor(t, 10*time.Second, "pending gauges at 0", func() bool {
-		return testutil.ToFloat64(cfg.Metrics.ConsumerPending.WithLabelValues("0")) == 0 &&
-			testutil.ToFloat64(cfg.Metrics.ConsumerPending.WithLabelValues("1")) == 0 &&
-			testutil.ToFloat64(cfg.Metrics.AckPending.WithLabelValues("0")) == 0 &&
-			testutil.ToFloat64(cfg.Metrics.Lag.WithLabelValues("1")) == 0
+	testutil.WaitFor(t, 10*time.Second, "pending gauges at 0", func() bool {
+		return promtest.ToFloat64(cfg.Metrics.ConsumerPending.WithLabelValues("0")) == 0 &&
+			promtest.ToFloat64(cfg.Metrics.ConsumerPending.WithLabelValues("1")) == 0 &&
+			promtest.ToFloat64(cfg.Metrics.AckPending.WithLabelValues("0")) == 0 &&
+			promtest.ToFloat64(cfg.Metrics.Lag.WithLabelValues("1")) == 0
 	})
-	if testutil.CollectAndCount(cfg.Metrics.BatchSize) != 1 {
+	if promtest.CollectAndCount(cfg.Metrics.BatchSize) != 1 {
 		t.Fatal("batch size histogram missing")
 	}
 
@@ -442,10 +432,10 @@ func TestCrashMidBatchNoLossNoDuplicate(t *testing.T) {
 	for _, g := range games {
 		e.checkGame(g, frames[g])
 	}
-	if got := testutil.ToFloat64(cfgB.Metrics.Archived) + testutil.ToFloat64(cfgA.Metrics.Archived); got != 150 {
+	if got := promtest.ToFloat64(cfgB.Metrics.Archived) + promtest.ToFloat64(cfgA.Metrics.Archived); got != 150 {
 		t.Fatalf("archived_total %v over both archivers, want 150", got)
 	}
-	if got := testutil.ToFloat64(cfgB.Metrics.Duplicates); got != float64(inserted) {
+	if got := promtest.ToFloat64(cfgB.Metrics.Duplicates); got != float64(inserted) {
 		t.Fatalf("duplicates_total %v, want the %d redelivered messages", got, inserted)
 	}
 }
@@ -464,13 +454,13 @@ func TestMongoOutageBacklogArchived(t *testing.T) {
 	addr := e.mongo.Addr()
 	e.mongo.Stop()
 	frames := e.appendN(games, 20)
-	waitFor(t, 20*time.Second, "failed write attempts", func() bool {
-		return testutil.ToFloat64(cfg.Metrics.WriteErrors) >= 1
+	testutil.WaitFor(t, 20*time.Second, "failed write attempts", func() bool {
+		return promtest.ToFloat64(cfg.Metrics.WriteErrors) >= 1
 	})
 	lag := func() float64 {
-		return max(testutil.ToFloat64(cfg.Metrics.Lag.WithLabelValues("0")), testutil.ToFloat64(cfg.Metrics.Lag.WithLabelValues("1")))
+		return max(promtest.ToFloat64(cfg.Metrics.Lag.WithLabelValues("0")), promtest.ToFloat64(cfg.Metrics.Lag.WithLabelValues("1")))
 	}
-	waitFor(t, 20*time.Second, "lag growing during the outage", func() bool { return lag() > 1 })
+	testutil.WaitFor(t, 20*time.Second, "lag growing during the outage", func() bool { return lag() > 1 })
 	var err error
 	e.mongo, err = embedmongo.Start(embedmongo.Options{Dir: e.mdir, Listen: addr})
 	if err != nil {
@@ -481,8 +471,8 @@ func TestMongoOutageBacklogArchived(t *testing.T) {
 	for _, g := range games {
 		e.checkGame(g, frames[g])
 	}
-	waitFor(t, 10*time.Second, "lag back to 0", func() bool { return lag() == 0 })
-	if got := testutil.ToFloat64(cfg.Metrics.Archived); got != 3*30 {
+	testutil.WaitFor(t, 10*time.Second, "lag back to 0", func() bool { return lag() == 0 })
+	if got := promtest.ToFloat64(cfg.Metrics.Archived); got != 3*30 {
 		t.Fatalf("archived_total %v, want %d", got, 3*30)
 	}
 }
@@ -524,7 +514,7 @@ func TestNumberReuseKeptAsConflict(t *testing.T) {
 	if len(conflicts) != 1 || conflicts[0].MsgID != 1 || conflicts[0].Raw != string(frames[0]) {
 		t.Fatalf("conflicts %+v", conflicts)
 	}
-	if c, d := testutil.ToFloat64(cfg.Metrics.Conflicts), testutil.ToFloat64(cfg.Metrics.Duplicates); c != 1 || d != 0 {
+	if c, d := promtest.ToFloat64(cfg.Metrics.Conflicts), promtest.ToFloat64(cfg.Metrics.Duplicates); c != 1 || d != 0 {
 		t.Fatalf("conflicts_total %v, duplicates_total %v; want 1, 0", c, d)
 	}
 }
@@ -547,7 +537,7 @@ func TestTwoReplicasExactlyOnce(t *testing.T) {
 	for _, g := range games {
 		e.checkMessages(g, frames[g], false)
 	}
-	a, b := testutil.ToFloat64(cfgA.Metrics.Archived), testutil.ToFloat64(cfgB.Metrics.Archived)
+	a, b := promtest.ToFloat64(cfgA.Metrics.Archived), promtest.ToFloat64(cfgB.Metrics.Archived)
 	t.Logf("archiver A inserted %v, B %v", a, b)
 	if a+b != 6*40 {
 		t.Fatalf("archivers inserted %v + %v messages, want %d in total", a, b, 6*40)
@@ -717,7 +707,7 @@ func TestRedeliveryLookedUpOnceByIndex(t *testing.T) {
 	if !asked["b/4"] {
 		t.Fatal("the reused number b/4 was not looked up")
 	}
-	if testutil.ToFloat64(cfg.Metrics.WriteErrors) < 1 {
+	if promtest.ToFloat64(cfg.Metrics.WriteErrors) < 1 {
 		t.Fatal("the games update never failed")
 	}
 
@@ -742,7 +732,7 @@ func TestRedeliveryLookedUpOnceByIndex(t *testing.T) {
 	if len(conflicts) != 1 || conflicts[0].Game != "b" || conflicts[0].MsgID != 4 || conflicts[0].Raw != string(frames["b"][3]) {
 		t.Fatalf("conflicts %+v", conflicts)
 	}
-	c, d, ar := testutil.ToFloat64(cfg.Metrics.Conflicts), testutil.ToFloat64(cfg.Metrics.Duplicates), testutil.ToFloat64(cfg.Metrics.Archived)
+	c, d, ar := promtest.ToFloat64(cfg.Metrics.Conflicts), promtest.ToFloat64(cfg.Metrics.Duplicates), promtest.ToFloat64(cfg.Metrics.Archived)
 	if c != 1 || d != float64(inserted) || ar != float64(29-inserted) {
 		t.Fatalf("conflicts_total %v, duplicates_total %v, archived_total %v; want 1, %d, %d", c, d, ar, inserted, 29-inserted)
 	}
@@ -786,11 +776,11 @@ func TestTimedOutBatchSplit(t *testing.T) {
 	if sizes[len(sizes)-1] > 16 {
 		t.Fatalf("last attempt of %d messages", sizes[len(sizes)-1])
 	}
-	ar, d := testutil.ToFloat64(cfg.Metrics.Archived), testutil.ToFloat64(cfg.Metrics.Duplicates)
+	ar, d := promtest.ToFloat64(cfg.Metrics.Archived), promtest.ToFloat64(cfg.Metrics.Duplicates)
 	if ar+d != 3*30 || d == 0 {
 		t.Fatalf("archived_total %v + duplicates_total %v; want %d with duplicates from the lost answers", ar, d, 3*30)
 	}
-	if testutil.ToFloat64(cfg.Metrics.Conflicts) != 0 {
+	if promtest.ToFloat64(cfg.Metrics.Conflicts) != 0 {
 		t.Fatal("conflicts from the archiver's own inserts")
 	}
 }
@@ -836,7 +826,7 @@ func TestSlowLookupGetsMoreTime(t *testing.T) {
 			t.Fatalf("look-ups %v; want %d messages each time, with 1s, 2s, 4s", calls, calls[0].n)
 		}
 	}
-	if d := testutil.ToFloat64(cfg.Metrics.Duplicates); d != float64(inserted) {
+	if d := promtest.ToFloat64(cfg.Metrics.Duplicates); d != float64(inserted) {
 		t.Fatalf("duplicates_total %v, want the %d redelivered", d, inserted)
 	}
 }
