@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"sigs.k8s.io/yaml"
 
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/internal/wire"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
@@ -165,17 +166,6 @@ func connectAs(t *testing.T, url string, pki *testPKI, user string, v *violation
 	return nc
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestNATSValuesPermissions: with the users of nats-values.yaml, a gateway
 // with an embedded sequencer (the sequencer user) provisions the log,
 // answers a plain gateway's append request (the gateway user), delivers to
@@ -212,7 +202,7 @@ func TestNATSValuesPermissions(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(svcCtx, 5*time.Second) }()
 	defer func() { stop(); <-done }()
-	waitFor(t, "the sequencer owning every partition", func() bool { return len(svc.Owned()) == cfg.Partitions })
+	testutil.WaitFor(t, 10*time.Second, "the sequencer owning every partition", func() bool { return len(svc.Owned()) == cfg.Partitions })
 	emb := sequencer.NewLocalFirst(svc, sequencer.NewClient(embNC, cfg))
 
 	// A plain gateway.
@@ -252,11 +242,11 @@ func TestNATSValuesPermissions(t *testing.T) {
 	if r, err := gw.Append(ctx, game, body, ""); err != nil || r.MsgID != 1 {
 		t.Fatalf("plain gateway's append: %+v %v", r, err)
 	}
-	waitFor(t, "message 1 on both gateways", delivered(1))
+	testutil.WaitFor(t, 10*time.Second, "message 1 on both gateways", delivered(1))
 	if r, err := emb.Append(ctx, game, body, ""); err != nil || r.MsgID != 2 {
 		t.Fatalf("embedded gateway's append: %+v %v", r, err)
 	}
-	waitFor(t, "message 2 on both gateways", delivered(2))
+	testutil.WaitFor(t, 10*time.Second, "message 2 on both gateways", delivered(2))
 
 	// Both gateways record the games they create, and exchange audience
 	// counts.
@@ -286,7 +276,7 @@ func TestNATSValuesPermissions(t *testing.T) {
 		if err := gwNC.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the server refusing the gateway's publish to "+subj, func() bool { return gwErrs.saw(subj) })
+		testutil.WaitFor(t, 10*time.Second, "the server refusing the gateway's publish to "+subj, func() bool { return gwErrs.saw(subj) })
 	}
 	if errs := seqErrs.list(); len(errs) > 0 {
 		t.Fatalf("the sequencer user was refused: %v", errs)
