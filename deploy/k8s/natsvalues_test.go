@@ -278,8 +278,18 @@ func TestNATSValuesPermissions(t *testing.T) {
 		}
 		testutil.WaitFor(t, 10*time.Second, "the server refusing the gateway's publish to "+subj, func() bool { return gwErrs.saw(subj) })
 	}
-	if errs := seqErrs.list(); len(errs) > 0 {
-		t.Fatalf("the sequencer user was refused: %v", errs)
+	// A server's permission errors come back in the order of the
+	// publishes: the gateway user's last refusal above, and the sequencer
+	// user's refusal of a subject it has no right to, come after any
+	// refusal of the audience publishes.
+	if err := embNC.Publish("not.allowed", body); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the server refusing the sequencer user's publish to not.allowed", func() bool { return seqErrs.saw("not.allowed") })
+	for _, e := range seqErrs.list() {
+		if !strings.Contains(e, `"not.allowed"`) {
+			t.Fatalf("the sequencer user was refused: %s", e)
+		}
 	}
 	for _, e := range gwErrs.list() {
 		if !strings.Contains(e, "gr.log.") && !strings.Contains(e, "gr.live.") && !strings.Contains(e, "gr_leases") {
