@@ -22,6 +22,7 @@ import (
 	"github.com/gamerelay/gamerelay/internal/admin"
 	"github.com/gamerelay/gamerelay/internal/embedmongo"
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -68,18 +69,22 @@ func appendFrames(t *testing.T, url string, game string, bodies []string) [][]by
 // messages (the archiver may still be catching up) and returns its output.
 func exportWhenComplete(t *testing.T, want int, args ...string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var out, errb bytes.Buffer
-		code := run(append([]string{"export"}, args...), &out, &errb)
-		if code == 0 && strings.Contains(errb.String(), fmt.Sprintf(": %d messages", want)) {
-			return out.String()
+	var out, errb bytes.Buffer
+	var code int
+	complete := false
+	defer func() {
+		if !complete {
+			t.Logf("last export: exit %d, stderr %s", code, errb.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("export never complete: exit %d, stderr %s", code, errb.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	}()
+	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("an export of %d messages", want), func() bool {
+		out.Reset()
+		errb.Reset()
+		code = run(append([]string{"export"}, args...), &out, &errb)
+		return code == 0 && strings.Contains(errb.String(), fmt.Sprintf(": %d messages", want))
+	})
+	complete = true
+	return out.String()
 }
 
 var testBodies = []string{
@@ -106,7 +111,7 @@ func TestArchiverAndExportCommands(t *testing.T) {
 		done <- runArchiver(ctx, []string{"--nats", ns.ClientURL(), "--mongo", ms.URI(), "--admin", adm,
 			"--batch-wait", "20ms", "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
-	waitReady(t, "http://"+adm+"/readyz")
+	waitReady(t, "http://"+adm+"/readyz", done)
 
 	// jsonl: the frames, one per line, exactly (the pretty one compacted).
 	got := exportWhenComplete(t, len(frames), "--mongo", ms.URI(), "--game", "e2e")

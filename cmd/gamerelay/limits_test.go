@@ -77,7 +77,7 @@ func TestPublicListenerLimits(t *testing.T) {
 			t.Errorf("gateway: %v", err)
 		}
 	})
-	waitReady(t, "http://"+adm+"/readyz")
+	waitReady(t, "http://"+adm+"/readyz", nil)
 
 	// Plain HTTP is bounded: oversized headers get 431, an idle keep-alive
 	// is closed.
@@ -117,6 +117,8 @@ func TestPublicListenerLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	readFrame(t, conn, "joined")
+	// The subject: the WebSocket idles for five times ReadTimeout and
+	// IdleTimeout, which closed the idle keep-alive above.
 	time.Sleep(5 * gf.limits.ReadTimeout)
 	if err := wsutil.WriteClientText(conn, []byte(`{"type":"move","col":3}`)); err != nil {
 		t.Fatalf("write after %v idle: %v", 5*gf.limits.ReadTimeout, err)

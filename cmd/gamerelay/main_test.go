@@ -21,6 +21,7 @@ import (
 	"github.com/gamerelay/gamerelay/backend"
 	"github.com/gamerelay/gamerelay/internal/bench"
 	"github.com/gamerelay/gamerelay/internal/cli"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -123,22 +124,33 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func waitReady(t *testing.T, url string) {
+// waitReady polls url until it answers 200. A role that sends its exit
+// on exited (nil: not watched) before that fails the test at once.
+func waitReady(t *testing.T, url string, exited <-chan error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var last error // the last answer short of 200
+	ready := false
+	defer func() {
+		if !ready && last != nil {
+			t.Logf("%s last answered: %v", url, last)
+		}
+	}()
+	testutil.WaitFor(t, 20*time.Second, url+" to answer 200", func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("exited before %s answered 200: %v", url, err)
+		default:
+		}
 		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			last = err
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never ready (last error %v)", url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		resp.Body.Close()
+		last = fmt.Errorf("status %d", resp.StatusCode)
+		return resp.StatusCode == http.StatusOK
+	})
+	ready = true
 }
 
 // TestDevWithSecondSequencer runs `gamerelay dev`, joins a second
@@ -152,7 +164,7 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	go func() {
 		devDone <- runDev(ctx, []string{"--data", t.TempDir(), "--nats-listen", natsAddr, "--admin", devAdmin, "--listen", devListen, "--mongo-listen", mongoAddr, "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
-	waitReady(t, "http://"+devAdmin+"/readyz")
+	waitReady(t, "http://"+devAdmin+"/readyz", devDone)
 
 	// Secrets come from files (mounted Secrets in Kubernetes).
 	secrets := t.TempDir()
@@ -169,7 +181,7 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	go func() {
 		seqDone <- runSequencer(seqCtx, []string{"--nats-url-file", natsURLFile, "--admin", seqAdmin, "--lease-ttl", "1s", "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
-	waitReady(t, "http://"+seqAdmin+"/readyz")
+	waitReady(t, "http://"+seqAdmin+"/readyz", seqDone)
 
 	nc, err := nats.Connect("nats://" + natsAddr)
 	if err != nil {
@@ -223,12 +235,7 @@ func TestDevWithSecondSequencer(t *testing.T) {
 	go func() {
 		gwDone <- runGateway(gwCtx, []string{"--nats", "nats://" + natsAddr, "--listen", gwListen, "--admin", gwAdmin, "--api-keys-file", keysFile, "--log-level", "warn"}, io.Discard, io.Discard)
 	}()
-	select {
-	case err := <-gwDone:
-		t.Fatalf("gateway exited: %v", err)
-	case <-time.After(200 * time.Millisecond):
-	}
-	waitReady(t, "http://"+gwAdmin+"/readyz")
+	waitReady(t, "http://"+gwAdmin+"/readyz", gwDone)
 	frames := wsSession(t, "ws://"+gwListen+"/ws", `{"type":"join","game":"cli-game","token":"`+strings.TrimSpace(tok.String())+`"}`, `{"type":"move","col":1}`)
 	if !strings.Contains(frames[0], `"type":"joined"`) || !strings.Contains(frames[0], `"head":3`) {
 		t.Fatalf("joined frame %s", frames[0])

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -25,6 +26,7 @@ import (
 	"github.com/FerretDB/FerretDB/ferretdb"
 
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 )
 
 // testCA is a certificate authority made for one test.
@@ -174,13 +176,14 @@ func startRole(t *testing.T, run func(context.Context, []string, io.Writer, io.W
 // waitLog polls r's log until it holds s.
 func (r *role) waitLog(t *testing.T, s string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(r.log.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log never said %q:\n%s", s, r.log.String())
+	said := false
+	defer func() {
+		if !said {
+			t.Logf("log:\n%s", r.log.String())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("the log to say %q", s), func() bool { return strings.Contains(r.log.String(), s) })
+	said = true
 }
 
 // Every role reaches a NATS server that requires TLS and verifies client
@@ -209,8 +212,8 @@ func TestNATSMutualTLS(t *testing.T) {
 	seqAdm, gwAdm := freeAddr(t), freeAddr(t)
 	seq := startRole(t, runSequencer, append([]string{"--admin", seqAdm, "--lease-ttl", "1s"}, tlsFlags...)...)
 	gw := startRole(t, runGateway, append([]string{"--admin", gwAdm, "--listen", freeAddr(t), "--allow-anonymous"}, tlsFlags...)...)
-	waitReady(t, "http://"+seqAdm+"/readyz")
-	waitReady(t, "http://"+gwAdm+"/readyz")
+	waitReady(t, "http://"+seqAdm+"/readyz", nil)
+	waitReady(t, "http://"+gwAdm+"/readyz", nil)
 	if err := gw.stop(); err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
