@@ -21,6 +21,7 @@ import (
 
 	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -109,13 +110,9 @@ func newE2ESystem(t *testing.T) *e2eSystem {
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx, 5*time.Second); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for len(svc.Owned()) < s.seqCfg.Partitions {
-		if time.Now().After(deadline) {
-			t.Fatal("the sequencer owns no partition")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "the sequencer to own every partition", func() bool {
+		return len(svc.Owned()) >= s.seqCfg.Partitions
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("system log:\n%s", s.logs.String())
@@ -129,17 +126,12 @@ func newE2ESystem(t *testing.T) *e2eSystem {
 func (s *e2eSystem) startGateway(addr string) *e2eGateway {
 	t := s.t
 	var ln net.Listener
-	var err error
 	// A restarted gateway takes over its predecessor's address.
-	for i := 0; ; i++ {
-		if ln, err = net.Listen("tcp", addr); err == nil || i == 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	testutil.WaitFor(t, 5*time.Second, "a listener on "+addr, func() bool {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err == nil
+	})
 	nc := embednats.Connect(t, s.natsURL)
 	feeds, err := sequencer.NewFeeds(nc, s.seqCfg, sequencer.FeedConfig{CheckAfter: 100 * time.Millisecond})
 	if err != nil {
