@@ -15,6 +15,7 @@ import (
 
 	"github.com/gamerelay/gamerelay/backend"
 	"github.com/gamerelay/gamerelay/gateway/httpapi/httpapitest"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 )
 
 // TestStateFile: Save replaces the file atomically and Load reads it back;
@@ -120,6 +121,13 @@ func TestWorkerSurvivesCrashes(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() {
+			if cmd.ProcessState == nil { // not waited for: the test failed while it ran
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Logf("output of the unfinished run:\n%s", &out)
+			}
+		})
 		return cmd, &out
 	}
 	sent := func() int {
@@ -150,16 +158,8 @@ func TestWorkerSurvivesCrashes(t *testing.T) {
 	}
 
 	// Run 2 is killed with SIGKILL once it has recorded half the events.
-	cmd, out = start()
-	deadline := time.Now().Add(20 * time.Second)
-	for sent() < n/2 {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			t.Fatalf("run 2 recorded %d events in time\n%s", sent(), out)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	cmd, _ = start()
+	testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("run 2 to record %d events", n/2), func() bool { return sent() >= n/2 })
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
