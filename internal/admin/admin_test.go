@@ -73,7 +73,7 @@ func TestLimits(t *testing.T) {
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		_, readErr := io.ReadAll(r.Body)
 		if readErr == nil {
-			time.Sleep(5 * l.ReadTimeout)
+			time.Sleep(5 * l.ReadTimeout) // the subject: a handler slower than ReadTimeout
 		}
 		results <- result{r.Context().Err(), readErr}
 	})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/internal/embednats"
+	"github.com/gamerelay/gamerelay/internal/testutil"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -81,17 +82,14 @@ func serveReference(t *testing.T, rf *Reference) string {
 	done := make(chan struct{})
 	go func() { _ = rf.Serve(ctx, addr); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
+	testutil.WaitFor(t, 5*time.Second, "the reference relay to accept connections", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("reference relay did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		c.Close()
+		return true
+	})
 	return "ws://" + addr + "/ws"
 }
 

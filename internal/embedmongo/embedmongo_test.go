@@ -10,6 +10,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/gamerelay/gamerelay/internal/testutil"
 )
 
 // TestRestartKeepsData stops a server and starts another on the same
@@ -46,21 +48,22 @@ func TestRestartKeepsData(t *testing.T) {
 	if s2.URI() != s.URI() {
 		t.Fatalf("restarted on %s, want %s", s2.URI(), s.URI())
 	}
-	for {
-		var doc struct {
-			N int64 `bson:"n"`
+	var doc struct {
+		N int64 `bson:"n"`
+	}
+	read := false
+	defer func() {
+		if !read {
+			t.Logf("last read: %v", err)
 		}
-		err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: "a"}}).Decode(&doc)
-		if err == nil {
-			if doc.N != 1 {
-				t.Fatalf("n = %d after restart, want 1", doc.N)
-			}
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("no read after restart: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	}()
+	testutil.WaitFor(t, 20*time.Second, "a read after the restart", func() bool {
+		err = coll.FindOne(ctx, bson.D{{Key: "_id", Value: "a"}}).Decode(&doc)
+		return err == nil
+	})
+	read = true
+	if doc.N != 1 {
+		t.Fatalf("n = %d after restart, want 1", doc.N)
 	}
 }
 
