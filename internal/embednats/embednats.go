@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/gamerelay/gamerelay/internal/testutil"
 )
 
 // Options configure an embedded server.
@@ -195,16 +197,15 @@ func (c *Cluster) start(o *server.Options) *server.Server {
 
 // WaitMetaLeader waits until the JetStream meta group has a leader.
 func (c *Cluster) WaitMetaLeader() {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	c.t.Helper()
+	testutil.WaitFor(c.t, 20*time.Second, "embednats: a JetStream meta leader", func() bool {
 		for _, s := range c.Servers {
 			if s != nil && s.Running() && s.JetStreamIsLeader() {
-				return
+				return true
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	c.t.Fatal("embednats: no JetStream meta leader")
+		return false
+	})
 }
 
 // URLs returns the client URLs of the running servers.
