@@ -69,23 +69,26 @@ e2e-deps: ## install what the browser test needs: Debian chromium (apt-get), pla
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
 
-vet: deps
+vet: deps ## go vet, also of the fault suite and of the chart tests' module
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags faults ./internal/faults
+	cd deploy/k8s/chartest && $(GO) vet ./...
 
 $(STATICCHECK):
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-staticcheck: $(STATICCHECK)
+staticcheck: $(STATICCHECK) ## staticcheck (installed into bin/tools) over the packages vet checks
 	$(STATICCHECK) $(PKGS)
 	$(STATICCHECK) -tags faults ./internal/faults
+	cd deploy/k8s/chartest && $(STATICCHECK) ./...
 
-check: deps $(STATICCHECK) ## what CI runs: gofmt, go vet, staticcheck, tests with -race
+# check sets up what it needs on a fresh checkout: modules (deps),
+# staticcheck, helm and the browser test's dependencies (prerequisites of
+# vet, staticcheck and test).
+check: ## what CI runs (.ci/run): gofmt, go vet, staticcheck, then make test
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet $(PKGS)
-	$(GO) vet -tags faults ./internal/faults
-	$(STATICCHECK) $(PKGS)
-	$(STATICCHECK) -tags faults ./internal/faults
+	$(MAKE) vet
+	$(MAKE) staticcheck
 	$(MAKE) test
 
 bench: build ## the standard suite against gamerelay dev and the reference relay (rewrites its table in docs/benchmarks.md), then the Go benchmarks
