@@ -15,8 +15,8 @@ import (
 // The audience of a game is how many players and spectators it has on all
 // gateways. It reaches clients as an ephemeral frame
 // {"type":"audience","game":G,"players":P,"spectators":S}: no msg_id, not
-// stored, sent at most once per Config.AudienceInterval per game and only
-// when the numbers changed.
+// stored, sent only when the numbers changed, at most once per
+// Config.AudienceInterval per game, less often for big audiences (see gap).
 //
 // Each gateway counts its own clients of a game and publishes the counts on
 // the game's audience subject when they change (at most once per
@@ -288,6 +288,19 @@ const (
 	republish                     // in any case: the periodic refresh
 )
 
+// gap is the least time between two audience frames to a game with n
+// clients here: AudienceInterval, growing with the audience (an audience
+// frame to each of 9,000 clients twice a second cost more than the
+// crowd's joins), up to maxAudienceGap.
+func (a *audience) gap(n int) time.Duration {
+	return min(a.g.cfg.AudienceInterval*time.Duration(1+n/audiencePerStep), maxAudienceGap)
+}
+
+const (
+	audiencePerStep = 500
+	maxAudienceGap  = 5 * time.Second
+)
+
 // update brings h's audience up to date: drops stale counts of other
 // gateways, publishes this gateway's count if it changed (or refresh is
 // set), and sends the total to h's clients if it changed.
@@ -317,15 +330,23 @@ func (a *audience) update(h *hub, now time.Time, alive map[string]bool, refresh 
 		frame []byte
 		to    []*conn
 	)
+	later := false
 	if players != h.sentPlayers || spectators != h.sentSpectators {
-		h.sentPlayers, h.sentSpectators = players, spectators
-		frame = textFrame(audienceFrame(h.game, players, spectators))
-		to = make([]*conn, 0, len(h.clients))
-		for c := range h.clients {
-			to = append(to, c)
+		if now.Sub(h.sentAt) >= a.gap(len(h.clients)) {
+			h.sentPlayers, h.sentSpectators, h.sentAt = players, spectators, now
+			frame = textFrame(audienceFrame(h.game, players, spectators))
+			to = make([]*conn, 0, len(h.clients))
+			for c := range h.clients {
+				to = append(to, c)
+			}
+		} else {
+			later = true
 		}
 	}
 	h.mu.Unlock()
+	if later {
+		a.mark(h) // look again on the next tick
+	}
 	// Written and published without h.mu, as messages are (hub.onMsg).
 	for _, c := range to {
 		c.enqueue(item{kind: itemFrame, frame: frame})

@@ -267,3 +267,59 @@ func TestJoinRatePerAddress(t *testing.T) {
 		t.Fatalf("refused joins counted %v", got)
 	}
 }
+
+// A big audience hears about changes less often: the gap between two
+// audience frames grows with the clients on this gateway, up to a bound,
+// and a change held back is sent once the gap has passed.
+func TestAudienceFramesToBigAudiencesAreSpaced(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	g, err := New(nil, nil, nil, Config{TokenSecret: []byte(testSecret), AudienceInterval: interval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The loop never starts: the test calls update itself.
+	done := make(chan struct{})
+	close(done)
+	g.aud.mu.Lock()
+	g.aud.stop, g.aud.done = make(chan struct{}), done
+	g.aud.mu.Unlock()
+	t.Cleanup(g.aud.close)
+	for _, c := range []struct {
+		clients int
+		want    time.Duration
+	}{{0, interval}, {499, interval}, {500, 2 * interval}, {2600, 6 * interval}, {1_000_000, maxAudienceGap}} {
+		if got := g.aud.gap(c.clients); got != c.want {
+			t.Errorf("gap(%d) = %v, want %v", c.clients, got, c.want)
+		}
+	}
+
+	for _, n := range []int{10, 1500} {
+		h := &hub{game: "g", clients: make(map[*conn]struct{}), sentPlayers: -1, sentSpectators: -1, pubPlayers: -1, pubSpectators: -1}
+		for i := 0; i < n; i++ {
+			h.clients[&conn{closing: true}] = struct{}{} // takes no frames
+		}
+		gap := g.aud.gap(n)
+		t0 := time.Now()
+		h.spectators = n
+		g.aud.update(h, t0, nil, 0)
+		if h.sentSpectators != n {
+			t.Fatalf("%d clients: first change not sent: sent %d", n, h.sentSpectators)
+		}
+		// A change within the gap waits; the hub stays marked to look again.
+		h.spectators = n - 1
+		g.aud.update(h, t0.Add(gap-time.Millisecond), nil, 0)
+		if h.sentSpectators != n {
+			t.Fatalf("%d clients: change %v after the last frame sent, want it held for %v", n, gap-time.Millisecond, gap)
+		}
+		g.aud.mu.Lock()
+		_, marked := g.aud.dirty[h]
+		g.aud.mu.Unlock()
+		if !marked {
+			t.Fatalf("%d clients: held change not marked for the next tick", n)
+		}
+		g.aud.update(h, t0.Add(gap), nil, 0)
+		if h.sentSpectators != n-1 {
+			t.Fatalf("%d clients: change not sent once the gap %v passed: sent %d", n, gap, h.sentSpectators)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -37,6 +38,7 @@ type hub struct {
 	players, spectators         int                      // this gateway's joined clients, by role
 	remote                      map[string]audienceCount // other gateways' counts, by instance
 	sentPlayers, sentSpectators int                      // the audience last sent to clients; -1: none yet
+	sentAt                      time.Time                // when it was sent
 	pubPlayers, pubSpectators   int                      // the count last published; -1: none yet
 	pubForce, pubHello          bool                     // publish on the next tick (hello: ask others for theirs)
 	audSub                      *nats.Subscription
