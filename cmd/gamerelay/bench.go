@@ -50,6 +50,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&cfg.SinceHead, "since-head", false, "join: join with since = the game's current head, a resume that replays nothing (default: since=0, replay everything)")
 	fs.DurationVar(&cfg.Settle, "settle", 30e9, "join: how long after the last join the server's RSS is read (--server-pid; no GC is forced)")
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", 60e9, "join, and the spectators of pingpong and fanout: a join not complete this long after connect fails")
+	fs.DurationVar(&cfg.Stall, "stall", 10e9, "pingpong, fanout: after the last send the run waits until every message sent came back to its sender and all clients are quiet; it gives up when deliveries pause this long")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8090", "reference: listen address")
 	fs.StringVar(&persist, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
@@ -124,7 +125,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stdout, r.String())
 	}
 	if !r.OK() {
-		return fmt.Errorf("verification failed: %d order violations, %d games mismatched, errors %v, disconnected early %v", r.OrderViolations, r.GamesMismatched, r.Errors, r.Closed)
+		return errors.New(r.Failure())
 	}
 	if r.Join != nil && r.Join.Failed() > 0 {
 		return fmt.Errorf("%d of %d joins failed: %v", r.Join.Failed(), r.Join.Clients, r.Join.Failures)

@@ -205,8 +205,7 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 		case err != nil:
 			failed[i] = err.Error()
 		case !rep.OK():
-			failed[i] = fmt.Sprintf("verification failed: %d order violations, %d games mismatched, errors %v, disconnected early %v",
-				rep.OrderViolations, rep.GamesMismatched, rep.Errors, rep.Closed)
+			failed[i] = rep.Failure()
 		default:
 			results[i] = rep
 		}

@@ -45,6 +45,7 @@ type Config struct {
 	JoinHistory *uint64       // join: send "history":N in every join frame; nil: don't
 	JoinTimeout time.Duration // bound on one join, connect to complete, default 60s
 	Settle      time.Duration // join: wait after the last join before reading the server's RSS, default 30s
+	Stall       time.Duration // pingpong, fanout: after the last send, how long deliveries may pause before the run is verified as it stands, default 10s
 
 	signer *token.Signer // from TokenSecret, set by Run
 }
@@ -82,6 +83,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Settle == 0 {
 		c.Settle = 30 * time.Second
+	}
+	if c.Stall == 0 {
+		c.Stall = 10 * time.Second
 	}
 	if c.Sources == 0 {
 		conns := c.Conns
@@ -121,6 +125,15 @@ type Report struct {
 	DeliveriesSec float64 `json:"deliveries_per_sec"`
 	Own           Latency `json:"latency_own"`
 	All           Latency `json:"latency_all"`
+	// Drain is how long after the last send the last delivery came:
+	// what was still queued (in the server, the sockets or the load
+	// generator) when the senders stopped. DeliveriesSec counts until
+	// then.
+	Drain time.Duration `json:"drain_ns"`
+	// Unanswered counts the messages players sent that never came back
+	// to them (pingpong, fanout): lost, or still on their way when
+	// deliveries had paused for Config.Stall.
+	Unanswered uint64 `json:"unanswered"`
 
 	Errors          map[string]uint64 `json:"errors"`
 	OrderViolations uint64            `json:"order_violations"`
@@ -152,11 +165,21 @@ type ReplayReport struct {
 	PerMsg  float64 `json:"us_per_message_p50"`
 }
 
-// OK reports whether the run saw no order violation, mismatch, error frame
-// or early disconnect. Failed joins of the join mode are a measurement
-// (Join.Failures), not a verification failure.
+// OK reports whether the run saw no order violation, mismatch, error
+// frame, early disconnect or unanswered message. Failed joins of the join
+// mode are a measurement (Join.Failures), not a verification failure.
 func (r *Report) OK() bool {
-	return r.OrderViolations == 0 && r.GamesMismatched == 0 && len(r.Errors) == 0 && len(r.Closed) == 0
+	return r.OrderViolations == 0 && r.GamesMismatched == 0 && len(r.Errors) == 0 && len(r.Closed) == 0 && r.Unanswered == 0
+}
+
+// Failure says what verification found, for a run that is not OK.
+func (r *Report) Failure() string {
+	s := fmt.Sprintf("verification failed: %d order violations, %d games mismatched, errors %v, disconnected early %v",
+		r.OrderViolations, r.GamesMismatched, r.Errors, r.Closed)
+	if r.Unanswered > 0 {
+		s += fmt.Sprintf(", %d messages never came back to their sender", r.Unanswered)
+	}
+	return s
 }
 
 // Validate reports the first setting Run cannot work with, naming its flag.
@@ -321,8 +344,6 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	pad := []byte(strings.Repeat("x", cfg.Payload))
 	var sends sync.WaitGroup
-	var sent uint64
-	var sentMu sync.Mutex
 	stop := make(chan struct{})
 	cpu0 := readCPU(cfg.ServerPID)
 	start := time.Now()
@@ -330,14 +351,11 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 		sends.Add(1)
 		go func(p *bclient) {
 			defer sends.Done()
-			n := uint64(0)
-			defer func() { sentMu.Lock(); sent += n; sentMu.Unlock() }()
 			if cfg.Mode == "pingpong" {
 				for {
 					if err := p.send(pad); err != nil {
 						return
 					}
-					n++
 					select {
 					case <-p.ownMsg:
 					case <-stop:
@@ -355,7 +373,6 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 					if err := p.send(pad); err != nil {
 						return
 					}
-					n++
 				case <-stop:
 					return
 				}
@@ -368,10 +385,14 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	close(stop)
 	sends.Wait()
-	elapsed := time.Since(start)
+	sendEnd := time.Now()
+	elapsed := sendEnd.Sub(start)
+	// Verify once everything sent was delivered: a server (or a load
+	// generator) that cannot keep up holds a backlog when the senders
+	// stop, and clients compared while it drains disagree on the last
+	// message. The CPU it takes to drain is part of the run.
+	lastAt := drained(all, players, sendEnd, cfg.Stall, quietMax)
 	cpu1 := readCPU(cfg.ServerPID)
-	// Let in-flight messages arrive, then verify.
-	settle(all, 5*time.Second)
 	rss := readRSS(cfg.ServerPID)
 	closed := map[*bclient]bool{}
 	ends := make(map[*bclient]uint64, len(all))
@@ -393,7 +414,14 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	r := &Report{Mode: cfg.Mode, URL: cfg.URL, Games: cfg.Games, Players: cfg.Players, Spectators: cfg.Spectators,
-		Connections: len(all), Elapsed: elapsed, Sends: sent, Errors: map[string]uint64{}, Join: joins}
+		Connections: len(all), Elapsed: elapsed, Errors: map[string]uint64{}, Join: joins}
+	for _, p := range players {
+		n, back := p.sent.Load(), p.ownBack.Load()
+		r.Sends += n
+		if back < n {
+			r.Unanswered += n - back
+		}
+	}
 	own, every := newHist(), newHist()
 	for _, c := range all {
 		own.merge(c.own)
@@ -412,8 +440,9 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	r.Own, r.All = own.summary(), every.summary()
-	r.SendsPerSec = float64(sent) / elapsed.Seconds()
-	r.DeliveriesSec = float64(r.Deliveries) / elapsed.Seconds()
+	r.SendsPerSec = float64(r.Sends) / elapsed.Seconds()
+	r.Drain = max(0, lastAt.Sub(sendEnd))
+	r.DeliveriesSec = float64(r.Deliveries) / (elapsed + r.Drain).Seconds()
 	for _, g := range games {
 		r.GamesVerified++
 		if !sameSequence(g) {
@@ -435,6 +464,63 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 func settle(cs []*bclient, maxWait time.Duration) bool {
 	_, ok := quietAt(cs, maxWait)
 	return ok
+}
+
+// drained waits, after the senders stopped at sendEnd, until every
+// player got back every message it sent (or was disconnected) and no
+// client received a sequenced frame for 300 ms. It gives up when nothing
+// arrived for stall (since the last delivery or sendEnd, whichever is
+// later) with messages still missing, or after maxWait. It returns when
+// the last sequenced frame arrived.
+func drained(all, players []*bclient, sendEnd time.Time, stall, maxWait time.Duration) time.Time {
+	answered := func() bool {
+		for _, p := range players {
+			if p.ownBack.Load() < p.sent.Load() && !isDone(p) {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(maxWait)
+	for {
+		last := lastReceived(all)
+		quiet := time.Since(last)
+		switch {
+		case quiet >= 300*time.Millisecond && answered(), time.Since(maxTime(last, sendEnd)) >= stall, time.Now().After(deadline):
+			return last
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// isDone reports whether c's connection has ended.
+func isDone(c *bclient) bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// lastReceived is when the last sequenced frame reached any of cs (the
+// zero time if none has).
+func lastReceived(cs []*bclient) time.Time {
+	var last int64
+	for _, c := range cs {
+		last = max(last, c.lastAt.Load())
+	}
+	if last == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, last)
 }
 
 // quietAt waits until no client received a sequenced frame for 300 ms, at
@@ -766,7 +852,7 @@ func (r *Report) String() string {
 		}
 	}
 	if r.Sends > 0 || r.Deliveries > 0 {
-		fmt.Fprintf(&b, "sends %d (%.0f/s)  deliveries %d (%.0f/s)\n", r.Sends, r.SendsPerSec, r.Deliveries, r.DeliveriesSec)
+		fmt.Fprintf(&b, "sends %d (%.0f/s)  deliveries %d (%.0f/s, the last %s after the last send)\n", r.Sends, r.SendsPerSec, r.Deliveries, r.DeliveriesSec, r.Drain.Round(time.Millisecond))
 		fmt.Fprintf(&b, "latency send→own delivery   p50 %s  p90 %s  p99 %s  max %s\n", r.Own.P50, r.Own.P90, r.Own.P99, r.Own.Max)
 		fmt.Fprintf(&b, "latency send→every delivery p50 %s  p90 %s  p99 %s  max %s\n", r.All.P50, r.All.P90, r.All.P99, r.All.Max)
 	}
@@ -802,6 +888,9 @@ func (r *Report) String() string {
 		r.GamesVerified, r.GamesMismatched, r.OrderViolations, strings.Join(errs, " "))
 	if len(r.Closed) > 0 {
 		fmt.Fprintf(&b, "  disconnected early [%s]", failureList(r.Closed))
+	}
+	if r.Unanswered > 0 {
+		fmt.Fprintf(&b, "  never came back to their sender %d", r.Unanswered)
 	}
 	b.WriteString("\n")
 	return b.String()

@@ -201,11 +201,12 @@ func TestReferencePersists(t *testing.T) {
 			if info.State.Msgs == 0 || info.State.Msgs > uint64(stored.Load()) || info.State.Bytes < uint64(size.Load()) {
 				t.Fatalf("stream holds %d messages, %d bytes, for %d frames of %d bytes", info.State.Msgs, info.State.Bytes, stored.Load(), size.Load())
 			}
-			// With the store refusing, nothing is relayed: pingpong stalls.
+			// With the store refusing, nothing is relayed: pingpong stalls,
+			// and the message sent never comes back.
 			fail.Store(true)
-			r, err = Run(context.Background(), Config{URL: url, Mode: "pingpong", Games: 1, Players: 1, Duration: 200 * time.Millisecond})
-			if err == nil && r.Deliveries != 0 {
-				t.Fatalf("relayed %d messages the store refused", r.Deliveries)
+			r, err = Run(context.Background(), Config{URL: url, Mode: "pingpong", Games: 1, Players: 1, Duration: 200 * time.Millisecond, Stall: 300 * time.Millisecond})
+			if err == nil && (r.Deliveries != 0 || r.OK() || r.Unanswered != r.Sends) {
+				t.Fatalf("relayed %d messages the store refused; %d of %d sent unanswered; OK %v", r.Deliveries, r.Unanswered, r.Sends, r.OK())
 			}
 		})
 	}
@@ -308,5 +309,31 @@ func TestShortSecret(t *testing.T) {
 	_, err := Run(context.Background(), Config{URL: "ws://127.0.0.1:1/ws", Mode: "pingpong", TokenSecret: secret})
 	if err == nil || !strings.Contains(err.Error(), "--token-secret") || strings.Contains(err.Error(), secret) {
 		t.Fatalf("error %v, want one naming --token-secret without the secret", err)
+	}
+}
+
+// A run is verified once everything sent was delivered: a server still
+// holding messages when the senders stop is waited for, even through a
+// pause longer than the 300 ms that count as quiet, and the time until
+// its last delivery is the run's drain.
+func TestRunWaitsForTheBacklog(t *testing.T) {
+	rf := NewReference(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var calls atomic.Int64
+	rf.Persist = func(string, []byte) error {
+		if calls.Add(1) == 1 {
+			time.Sleep(900 * time.Millisecond) // the first message is stored late
+		}
+		return nil
+	}
+	url := serveReference(t, rf)
+	r, err := Run(context.Background(), Config{URL: url, Mode: "fanout", Games: 1, Players: 2, Rate: 50, Duration: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK() || r.Sends == 0 || r.Deliveries != 2*r.Sends {
+		t.Fatalf("%s", r)
+	}
+	if r.Drain < 500*time.Millisecond {
+		t.Fatalf("drain %v, want the time after the last send the held messages took", r.Drain)
 	}
 }
