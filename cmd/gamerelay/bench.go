@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -29,7 +30,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		short           bool
 		history         optUint
 	)
-	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL; several, comma-separated: client i connects to the (i mod n)-th")
 	fs.StringVar(&cfg.Mode, "mode", "pingpong", "pingpong | fanout | idle | rejoin | join | reference")
 	fs.IntVar(&cfg.Games, "games", 1, "games")
 	fs.IntVar(&cfg.Players, "players", 2, "players per game")
@@ -38,7 +39,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Duration, "duration", 10e9, "measured duration (idle: how long connections are held)")
 	fs.IntVar(&cfg.Payload, "payload", 32, "padding bytes per message")
 	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "mint HS256 tokens with this secret, at least 32 bytes (spectators need them)")
-	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "measure this process's CPU seconds and resident memory (rejoin: wait for it to go quiet after filling the stream)")
+	fs.Var((*pidList)(&cfg.ServerPIDs), "server-pid", "measure this process's CPU seconds and resident memory (rejoin: wait for it to go quiet after filling the stream); several, comma-separated or repeated: their sum (a server made of several processes)")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "idle: connections to open")
 	fs.IntVar(&cfg.Sources, "sources", 0, "idle, join, and the spectators of pingpong and fanout: source addresses 127.0.0.1..N to spread connections over, for a server on the loopback (default: enough for the connections, 20,000 each)")
 	fs.Var(&history, "history", "rejoin: messages in the replayed game (default 1000); join: send \"history\":N in every join frame, asking to replay only the last N messages (not sent unless given)")
@@ -129,6 +130,34 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if r.Join != nil && r.Join.Failed() > 0 {
 		return fmt.Errorf("%d of %d joins failed: %v", r.Join.Failed(), r.Join.Clients, r.Join.Failures)
+	}
+	return nil
+}
+
+// pidList is a flag of process ids, comma-separated or repeated.
+type pidList []int
+
+func (p *pidList) String() string {
+	if p == nil {
+		return ""
+	}
+	s := make([]string, len(*p))
+	for i, pid := range *p {
+		s[i] = strconv.Itoa(pid)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pidList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return errors.New("want process ids, comma-separated")
+		}
+		*p = append(*p, pid)
 	}
 	return nil
 }

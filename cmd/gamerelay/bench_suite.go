@@ -195,7 +195,7 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 		}
 		srv.served = true
 		cfg := r.cfg
-		cfg.URL, cfg.ServerPID, cfg.TokenSecret = srv.url, srv.cmd.Process.Pid, secret
+		cfg.URL, cfg.ServerPIDs, cfg.TokenSecret = srv.url, []int{srv.cmd.Process.Pid}, secret
 		fmt.Fprintf(os.Stderr, "bench suite: %s against %s\n", r.name, r.server)
 		rep, err := bench.Run(ctx, cfg)
 		if ctx.Err() != nil {

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,7 +21,7 @@ import (
 
 // Config describes one benchmark run. Zero values are the defaults noted.
 type Config struct {
-	URL         string        // ws://host:port/ws (required)
+	URL         string        // ws://host:port/ws (required); several, comma-separated: client i connects to the (i mod n)-th
 	Mode        string        // pingpong | fanout | idle | rejoin | join
 	Games       int           // default 1
 	Players     int           // per game, default 2
@@ -31,7 +30,7 @@ type Config struct {
 	Duration    time.Duration // default 10s
 	Payload     int           // padding bytes per message, default 32
 	TokenSecret string        // HS256 secret (≥ 32 bytes) to mint tokens (spectators need one); empty: anonymous
-	ServerPID   int           // measure this process's CPU and memory, 0: don't
+	ServerPIDs  []int         // measure these processes' CPU and memory, summed; none: don't
 	Conns       int           // idle: connections, default 1000
 	Sources     int           // idle, join, spectators: spread over 127.0.0.1..127.0.0.N, default max(1, connections/20000+1)
 	History     int           // rejoin: messages in the replayed game, default 1000
@@ -147,10 +146,13 @@ type Report struct {
 	// whose connection ended before the run did.
 	Closed map[string]uint64 `json:"closed,omitempty"`
 
-	ServerCPUSeconds     float64 `json:"server_cpu_seconds,omitempty"`
-	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery,omitempty"`
-	ServerRSSBytes       int64   `json:"server_rss_bytes,omitempty"`
-	ServerRSSPerConn     float64 `json:"server_rss_bytes_per_conn,omitempty"`
+	ServerCPUSeconds float64 `json:"server_cpu_seconds,omitempty"`
+	// ServerCPUEach is ServerCPUSeconds by process, in the order of
+	// Config.ServerPIDs (pingpong and fanout).
+	ServerCPUEach        []float64 `json:"server_cpu_seconds_each,omitempty"`
+	ServerCPUPerDelivery float64   `json:"server_cpu_us_per_delivery,omitempty"`
+	ServerRSSBytes       int64     `json:"server_rss_bytes,omitempty"`
+	ServerRSSPerConn     float64   `json:"server_rss_bytes_per_conn,omitempty"`
 
 	Replay *ReplayReport `json:"replay,omitempty"`
 	Join   *JoinReport   `json:"join,omitempty"`
@@ -184,9 +186,12 @@ func (r *Report) Failure() string {
 
 // Validate reports the first setting Run cannot work with, naming its flag.
 func (c Config) Validate() error {
+	for _, u := range strings.Split(c.URL, ",") {
+		if !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "wss://") {
+			return fmt.Errorf("bench: --url %q: want ws://host:port/ws, or several comma-separated", c.URL)
+		}
+	}
 	switch {
-	case !strings.HasPrefix(c.URL, "ws://") && !strings.HasPrefix(c.URL, "wss://"):
-		return fmt.Errorf("bench: --url %q: want ws://host:port/ws", c.URL)
 	case c.Mode != "pingpong" && c.Mode != "fanout" && c.Mode != "idle" && c.Mode != "rejoin" && c.Mode != "join":
 		return fmt.Errorf("bench: --mode %q: want pingpong, fanout, idle, rejoin, join or reference", c.Mode)
 	case c.Games < 0 || c.Clients < 0 || c.Inflight < 0 || c.Sources < 0 || c.Sources > 254:
@@ -228,6 +233,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // runID makes game names unique per run, so runs against one server don't mix.
 func runID() string { return strconv.FormatInt(time.Now().UnixNano()%1e9, 36) }
 
+// urlFor is the URL client idx connects to: with several, the (idx mod
+// n)-th.
+func (cfg Config) urlFor(idx int) string {
+	if !strings.Contains(cfg.URL, ",") {
+		return cfg.URL
+	}
+	urls := strings.Split(cfg.URL, ",")
+	return urls[idx%len(urls)]
+}
+
 func (cfg Config) token(game, role string) (string, error) {
 	s := cfg.signer
 	if s == nil {
@@ -250,7 +265,7 @@ func (cfg Config) token(game, role string) (string, error) {
 func openPlayers(ctx context.Context, cfg Config, game string, firstIdx int) ([]*bclient, error) {
 	var out []*bclient
 	for i := 0; i < cfg.Players; i++ {
-		c, err := dialClient(ctx, cfg.URL, nil, firstIdx+i, game)
+		c, err := dialClient(ctx, cfg.urlFor(firstIdx+i), nil, firstIdx+i, game)
 		if err != nil {
 			return out, err
 		}
@@ -345,7 +360,7 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	pad := []byte(strings.Repeat("x", cfg.Payload))
 	var sends sync.WaitGroup
 	stop := make(chan struct{})
-	cpu0 := readCPU(cfg.ServerPID)
+	cpu0 := cpuEach(cfg.ServerPIDs)
 	start := time.Now()
 	for _, p := range players {
 		sends.Add(1)
@@ -392,8 +407,8 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	// stop, and clients compared while it drains disagree on the last
 	// message. The CPU it takes to drain is part of the run.
 	lastAt := drained(all, players, sendEnd, cfg.Stall, quietMax)
-	cpu1 := readCPU(cfg.ServerPID)
-	rss := readRSS(cfg.ServerPID)
+	cpu1 := cpuEach(cfg.ServerPIDs)
+	rss := readRSS(cfg.ServerPIDs)
 	closed := map[*bclient]bool{}
 	ends := make(map[*bclient]uint64, len(all))
 	for _, c := range all {
@@ -449,8 +464,11 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 			r.GamesMismatched++
 		}
 	}
-	if cfg.ServerPID > 0 && cpu0 >= 0 && cpu1 >= 0 {
-		r.ServerCPUSeconds = cpu1 - cpu0
+	if cpu0 != nil && cpu1 != nil {
+		for i := range cpu1 {
+			r.ServerCPUEach = append(r.ServerCPUEach, cpu1[i]-cpu0[i])
+			r.ServerCPUSeconds += cpu1[i] - cpu0[i]
+		}
 		if r.Deliveries > 0 {
 			r.ServerCPUPerDelivery = r.ServerCPUSeconds / float64(r.Deliveries) * 1e6
 		}
@@ -547,13 +565,13 @@ func quietAt(cs []*bclient, maxWait time.Duration) (time.Time, bool) {
 	return lastAt, false
 }
 
-// serverQuiet waits until process pid uses under a tenth of a core over
-// half a second, at most maxWait; at once if pid is 0.
-func serverQuiet(pid int, maxWait time.Duration) {
+// serverQuiet waits until the processes pids use under a tenth of a core
+// together over half a second, at most maxWait; at once if there are none.
+func serverQuiet(pids []int, maxWait time.Duration) {
 	deadline := time.Now().Add(maxWait)
-	for cpu := readCPU(pid); cpu >= 0 && time.Now().Before(deadline); {
+	for cpu := readCPU(pids); cpu >= 0 && time.Now().Before(deadline); {
 		time.Sleep(500 * time.Millisecond)
-		now := readCPU(pid)
+		now := readCPU(pids)
 		if now < 0 || now-cpu < 0.05 {
 			return
 		}
@@ -612,7 +630,7 @@ func sameSequence(cs []*bclient) bool {
 
 func runIdle(ctx context.Context, cfg Config) (*Report, error) {
 	id := runID()
-	rss0 := readRSS(cfg.ServerPID)
+	rss0 := readRSS(cfg.ServerPIDs)
 	var cs []*bclient
 	defer func() { closeAll(cs) }()
 	jctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -620,7 +638,7 @@ func runIdle(ctx context.Context, cfg Config) (*Report, error) {
 	for i := 0; i < cfg.Conns; i++ {
 		src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%cfg.Sources))}
 		game := fmt.Sprintf("i%s-%d", id, i%cfg.Games)
-		c, err := dialClient(jctx, cfg.URL, src, i, game)
+		c, err := dialClient(jctx, cfg.urlFor(i), src, i, game)
 		if err != nil {
 			return nil, fmt.Errorf("bench: idle connection %d: %w", i, err)
 		}
@@ -639,8 +657,8 @@ func runIdle(ctx context.Context, cfg Config) (*Report, error) {
 	case <-ctx.Done():
 	}
 	r := &Report{Mode: "idle", URL: cfg.URL, Games: cfg.Games, Connections: len(cs), Elapsed: cfg.Duration, Errors: map[string]uint64{}}
-	if cfg.ServerPID > 0 {
-		r.ServerRSSBytes = readRSS(cfg.ServerPID)
+	if len(cfg.ServerPIDs) > 0 {
+		r.ServerRSSBytes = readRSS(cfg.ServerPIDs)
 		if rss0 > 0 && r.ServerRSSBytes > 0 {
 			r.ServerRSSPerConn = float64(r.ServerRSSBytes-rss0) / float64(len(cs))
 		}
@@ -667,11 +685,11 @@ func runRejoin(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	// Replay is measured on a quiet server, not against the aftermath of
 	// the fill (its stores flushing, its garbage collected).
-	serverQuiet(cfg.ServerPID, 30*time.Second)
+	serverQuiet(cfg.ServerPIDs, 30*time.Second)
 	h := newHist()
 	r := &Report{Mode: "rejoin", URL: cfg.URL, Games: 1, Errors: map[string]uint64{}}
 	for i := 0; i < cfg.Rejoins; i++ {
-		c, err := dialClient(ctx, cfg.URL, nil, 0, game)
+		c, err := dialClient(ctx, cfg.urlFor(i), nil, 0, game)
 		if err != nil {
 			return nil, err
 		}
@@ -720,7 +738,7 @@ func fill(ctx context.Context, cfg Config, prefix string, n, games int) error {
 		if games > 1 {
 			name = fmt.Sprintf("%s-%d", prefix, g)
 		}
-		c, err := dialClient(ctx, cfg.URL, nil, g, name)
+		c, err := dialClient(ctx, cfg.urlFor(g), nil, g, name)
 		if err != nil {
 			return err
 		}
@@ -772,51 +790,6 @@ func fill(ctx context.Context, cfg Config, prefix string, n, games int) error {
 	}
 	settle(cs, 30*time.Second)
 	return nil
-}
-
-// readCPU returns utime+stime of pid in seconds, or -1.
-func readCPU(pid int) float64 {
-	if pid <= 0 {
-		return -1
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return -1
-	}
-	// Fields after the command name (which is in parentheses).
-	s := string(b)
-	s = s[strings.LastIndexByte(s, ')')+2:]
-	f := strings.Fields(s)
-	if len(f) < 13 {
-		return -1
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / clockTicks
-}
-
-// clockTicks is USER_HZ, 100 on Linux for every common architecture.
-const clockTicks = 100
-
-// readRSS returns the resident set of pid in bytes, or -1.
-func readRSS(pid int) int64 {
-	if pid <= 0 {
-		return -1
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			if len(f) >= 2 {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				return kb << 10
-			}
-		}
-	}
-	return -1
 }
 
 // String renders the report as text.

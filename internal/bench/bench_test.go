@@ -102,12 +102,12 @@ func TestModesAgainstGatewayAndReference(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"pingpong gateway", Config{URL: gw, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond, ServerPID: pid}},
+		{"pingpong gateway", Config{URL: gw, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond, ServerPIDs: []int{pid}}},
 		{"pingpong reference", Config{URL: ref, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond}},
 		{"fanout with spectators", Config{URL: gw, Mode: "fanout", Games: 2, Players: 2, Spectators: 3, Rate: 50, Duration: 500 * time.Millisecond, TokenSecret: testSecret}},
-		{"fanout to an audience", Config{URL: gw, Mode: "fanout", Games: 1, Players: 2, Spectators: 60, Inflight: 8, Rate: 20, Duration: 500 * time.Millisecond, TokenSecret: testSecret, ServerPID: pid}},
+		{"fanout to an audience", Config{URL: gw, Mode: "fanout", Games: 1, Players: 2, Spectators: 60, Inflight: 8, Rate: 20, Duration: 500 * time.Millisecond, TokenSecret: testSecret, ServerPIDs: []int{pid}}},
 		{"fanout to an audience, reference", Config{URL: ref, Mode: "fanout", Games: 1, Players: 2, Spectators: 60, Inflight: 8, Rate: 20, Duration: 500 * time.Millisecond}},
-		{"idle", Config{URL: gw, Mode: "idle", Conns: 50, Games: 5, Sources: 3, Duration: 100 * time.Millisecond, ServerPID: pid}},
+		{"idle", Config{URL: gw, Mode: "idle", Conns: 50, Games: 5, Sources: 3, Duration: 100 * time.Millisecond, ServerPIDs: []int{pid}}},
 		{"rejoin", Config{URL: gw, Mode: "rejoin", History: 300, Others: 500, Rejoins: 3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

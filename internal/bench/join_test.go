@@ -299,7 +299,7 @@ func TestJoinModeAgainstGatewayAndReference(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
-			cfg.Mode, cfg.Clients, cfg.Inflight, cfg.Settle, cfg.ServerPID = "join", 50, 10, 10*time.Millisecond, os.Getpid()
+			cfg.Mode, cfg.Clients, cfg.Inflight, cfg.Settle, cfg.ServerPIDs = "join", 50, 10, 10*time.Millisecond, []int{os.Getpid()}
 			r, err := Run(context.Background(), cfg)
 			if err != nil {
 				t.Fatal(err)
