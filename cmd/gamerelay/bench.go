@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -20,15 +22,15 @@ import (
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("bench", "Load generator that verifies order: drives a gateway over WebSockets and\nreports throughput, latency, server CPU per delivery and memory per\nconnection; every client checks dense msg_id order and all clients of a\ngame must see the same sequence. --mode join measures joining: time,\nlatency, failures, deliveries and server memory per join. --mode\nreference serves the bare in-memory relay used as the reference.", stderr)
 	var (
-		cfg             bench.Config
-		asJSON          bool
-		listen, persist string
-		lf              logFlags
-		suite, group    bool
-		checked         bool
-		out             string
-		short           bool
-		history         optUint
+		cfg     bench.Config
+		asJSON  bool
+		listen  string
+		lf      logFlags
+		suite   bool
+		out     string
+		short   bool
+		ref     referenceFlags
+		history optUint
 	)
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL; several, comma-separated: client i connects to the (i mod n)-th")
 	fs.StringVar(&cfg.Mode, "mode", "pingpong", "pingpong | fanout | idle | rejoin | join | reference")
@@ -54,9 +56,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Stall, "stall", 10e9, "pingpong, fanout: after the last send the run waits until every message sent came back to its sender and all clients are quiet; it gives up when deliveries pause this long")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8090", "reference: listen address")
-	fs.StringVar(&persist, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
-	fs.BoolVar(&group, "persist-group", false, "reference with --persist: store the messages waiting at once, of any game, as one JetStream message (group commit) instead of one publish each")
-	fs.BoolVar(&checked, "persist-checked", false, "reference with --persist: send each publish with the checks gamerelay's appends make (expected last sequence of the game's subject, a unique Nats-Msg-Id)")
+	fs.StringVar(&ref.dir, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
+	fs.StringVar(&ref.nats, "persist-nats", "", "reference: store every message in the JetStream of these NATS servers (URLs, comma-separated) instead of an embedded one, in a stream of --persist-replicas replicas")
+	fs.IntVar(&ref.replicas, "persist-replicas", 1, "reference with --persist-nats: replicas of the stream the messages are stored in")
+	fs.BoolVar(&ref.group, "persist-group", false, "reference with --persist or --persist-nats: store the messages waiting at once, of any game, as one JetStream message (group commit) instead of one publish each")
+	fs.BoolVar(&ref.checked, "persist-checked", false, "reference with --persist or --persist-nats: send each publish with the checks gamerelay's appends make (expected last sequence of the game's subject, a unique Nats-Msg-Id)")
 	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here")
 	fs.StringVar(&out, "out", "", "suite: write the table into this Markdown file (between its bench-suite markers)")
 	fs.BoolVar(&short, "short", false, "suite: short durations and sizes (a smoke run)")
@@ -78,36 +82,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		switch {
-		case (group || checked) && persist == "":
-			return usageError{errors.New("bench: --persist-group and --persist-checked need --persist DIR")}
-		case group && checked:
-			return usageError{errors.New("bench: --persist-group and --persist-checked are different floors: choose one")}
-		}
-		rf := bench.NewReference(log)
-		if persist != "" {
-			ns, err := embednats.Run(embednats.Options{StoreDir: persist, Name: "gamerelay-bench-reference"})
-			if err != nil {
-				return fmt.Errorf("embedded NATS: %w", err)
-			}
-			defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-			nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.FlusherTimeout(0))
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			newPersist := bench.NewJetStreamPersist
-			if group {
-				newPersist = bench.NewJetStreamGroupPersist
-			}
-			if checked {
-				newPersist = bench.NewJetStreamCheckedPersist
-			}
-			if rf.Persist, err = newPersist(ctx, nc); err != nil {
-				return err
-			}
-		}
-		return rf.Serve(ctx, listen)
+		return ref.serve(ctx, listen, log)
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
@@ -132,6 +107,65 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%d of %d joins failed: %v", r.Join.Failed(), r.Join.Clients, r.Join.Failures)
 	}
 	return nil
+}
+
+// referenceFlags say whether and where the reference relay stores the
+// messages it relays.
+type referenceFlags struct {
+	dir, nats      string // embedded JetStream's directory, or external NATS URLs
+	replicas       int
+	group, checked bool
+}
+
+// serve runs the reference relay on listen until ctx ends.
+func (f referenceFlags) serve(ctx context.Context, listen string, log *slog.Logger) error {
+	switch {
+	case (f.group || f.checked) && f.dir == "" && f.nats == "":
+		return usageError{errors.New("bench: --persist-group and --persist-checked need --persist DIR or --persist-nats URLS")}
+	case f.group && f.checked:
+		return usageError{errors.New("bench: --persist-group and --persist-checked are different floors: choose one")}
+	case f.dir != "" && f.nats != "":
+		return usageError{errors.New("bench: --persist and --persist-nats: choose one store")}
+	case f.replicas < 1 || f.replicas > 5:
+		return usageError{fmt.Errorf("bench: --persist-replicas %d: want 1 to 5", f.replicas)}
+	case f.replicas > 1 && f.nats == "":
+		return usageError{errors.New("bench: --persist-replicas needs --persist-nats (the embedded store is one node)")}
+	}
+	rf := bench.NewReference(log)
+	var nc *nats.Conn
+	switch {
+	case f.dir != "":
+		ns, err := embednats.Run(embednats.Options{StoreDir: f.dir, Name: "gamerelay-bench-reference"})
+		if err != nil {
+			return fmt.Errorf("embedded NATS: %w", err)
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		if nc, err = nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.FlusherTimeout(0)); err != nil {
+			return err
+		}
+	case f.nats != "":
+		var err error
+		nc, err = nats.Connect(f.nats, nats.Name("gamerelay-bench-reference"), nats.MaxReconnects(-1),
+			nats.ReconnectWait(100*time.Millisecond), nats.Timeout(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("bench: --persist-nats %s: %w", redactURL(f.nats), err)
+		}
+	}
+	if nc != nil {
+		defer nc.Close()
+		newPersist := bench.NewJetStreamPersist
+		switch {
+		case f.group:
+			newPersist = bench.NewJetStreamGroupPersist
+		case f.checked:
+			newPersist = bench.NewJetStreamCheckedPersist
+		}
+		var err error
+		if rf.Persist, err = newPersist(ctx, nc, f.replicas); err != nil {
+			return err
+		}
+	}
+	return rf.Serve(ctx, listen)
 }
 
 // pidList is a flag of process ids, comma-separated or repeated.

@@ -63,6 +63,8 @@ func TestUsageAndExitCodes(t *testing.T) {
 		"token nbf after exp":         {[]string{"token", "--game", "g", "--token-secret", tokenSecret, "--ttl", "1h", "--nbf", "2h"}, nil, 2, "--nbf"},
 		"floor no store":              {[]string{"bench", "--mode", "reference", "--persist-checked"}, nil, 2, "need --persist DIR"},
 		"two floors":                  {[]string{"bench", "--mode", "reference", "--persist", "x", "--persist-checked", "--persist-group"}, nil, 2, "choose one"},
+		"two stores":                  {[]string{"bench", "--mode", "reference", "--persist", "x", "--persist-nats", "nats://127.0.0.1:1"}, nil, 2, "choose one store"},
+		"replicas of one node":        {[]string{"bench", "--mode", "reference", "--persist", "x", "--persist-replicas", "3"}, nil, 2, "--persist-replicas needs --persist-nats"},
 		"bench help":                  {[]string{"bench", "--help"}, nil, 0, "$GAMERELAY_SINCE_HEAD"},
 		"spectators":                  {[]string{"bench", "--mode", "join", "--role", "spectator"}, nil, 2, "--role spectator needs --token-secret"},
 		"bad role":                    {[]string{"bench", "--mode", "join", "--role", "king"}, nil, 2, `--role "king"`},

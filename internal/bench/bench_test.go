@@ -150,14 +150,14 @@ func TestModesAgainstGatewayAndReference(t *testing.T) {
 func TestReferencePersists(t *testing.T) {
 	for _, mode := range []struct {
 		name string
-		new  func(context.Context, *nats.Conn) (func(string, []byte) error, error)
+		new  func(context.Context, *nats.Conn, int) (func(string, []byte) error, error)
 	}{{"one publish each", NewJetStreamPersist}, {"group commit", NewJetStreamGroupPersist}, {"checked", NewJetStreamCheckedPersist}} {
 		t.Run(mode.name, func(t *testing.T) {
 			ns := embednats.Server(t)
 			nc := embednats.Connect(t, ns.ClientURL())
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			persist, err := mode.new(ctx, nc)
+			persist, err := mode.new(ctx, nc, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -183,7 +183,7 @@ func TestReferencePersists(t *testing.T) {
 				t.Fatalf("pingpong: %v %+v", err, r)
 			}
 			js, _ := jetstream.New(nc)
-			st, err := js.Stream(context.Background(), persistStream)
+			st, err := js.Stream(context.Background(), PersistStream)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -220,7 +220,7 @@ func TestCheckedPersistChecks(t *testing.T) {
 	nc := embednats.Connect(t, ns.ClientURL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	persist, err := NewJetStreamCheckedPersist(ctx, nc)
+	persist, err := NewJetStreamCheckedPersist(ctx, nc, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestCheckedPersistChecks(t *testing.T) {
 		}
 	}
 	js, _ := jetstream.New(nc)
-	st, err := js.Stream(ctx, persistStream)
+	st, err := js.Stream(ctx, PersistStream)
 	if err != nil {
 		t.Fatal(err)
 	}
