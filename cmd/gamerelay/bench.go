@@ -27,9 +27,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		listen  string
 		lf      logFlags
 		suite   bool
-		out     string
-		short   bool
 		ref     referenceFlags
+		so      suiteOptions
 		history optUint
 	)
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL; several, comma-separated: client i connects to the (i mod n)-th")
@@ -61,15 +60,25 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&ref.replicas, "persist-replicas", 1, "reference with --persist-nats: replicas of the stream the messages are stored in")
 	fs.BoolVar(&ref.group, "persist-group", false, "reference with --persist or --persist-nats: store the messages waiting at once, of any game, as one JetStream message (group commit) instead of one publish each")
 	fs.BoolVar(&ref.checked, "persist-checked", false, "reference with --persist or --persist-nats: send each publish with the checks gamerelay's appends make (expected last sequence of the game's subject, a unique Nats-Msg-Id)")
-	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here")
-	fs.StringVar(&out, "out", "", "suite: write the table into this Markdown file (between its bench-suite markers)")
-	fs.BoolVar(&short, "short", false, "suite: short durations and sizes (a smoke run)")
+	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here (with --cluster: the cluster suite)")
+	fs.StringVar(&so.out, "out", "", "suite: write the table into this Markdown file (between its markers: bench-suite, or bench-cluster with --cluster)")
+	fs.BoolVar(&so.short, "short", false, "suite: short durations and sizes (a smoke run)")
+	fs.BoolVar(&so.cluster, "cluster", false, "suite: the cluster suite, production-shaped: a 3-node NATS cluster (--nats-server), R3 partition streams, sequencer and gateway processes, and the reference relay storing to the same cluster")
+	fs.StringVar(&so.natsServer, "nats-server", "", "cluster suite: the nats-server binary its nodes run (make bench passes bin/tools/nats-server-<version in go.mod>)")
+	fs.StringVar(&so.baseline, "baseline-bin", "", "cluster suite: another gamerelay binary whose sequencer and gateway run the traffic cases too, beside this one's")
+	fs.IntVar(&so.partitions, "cluster-partitions", 4, "cluster suite: partition streams")
+	fs.IntVar(&so.replicas, "cluster-replicas", 3, "cluster suite: replicas of the partition streams and of the reference's stream")
+	fs.IntVar(&so.sequencers, "cluster-sequencers", 1, "cluster suite: sequencer processes (none where gateways embed the sequencer)")
+	fs.IntVar(&so.gateways, "cluster-gateways", 1, "cluster suite: gateway processes; client i connects to gateway i mod N")
 	lf.register(fs, "text")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if suite {
-		return runSuite(ctx, out, short, stdout)
+		if so.cluster {
+			return runClusterSuite(ctx, so, stdout)
+		}
+		return runSuite(ctx, so.out, so.short, stdout)
 	}
 	if history.set {
 		cfg.History = int(min(history.v, math.MaxInt32))

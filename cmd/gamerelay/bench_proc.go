@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -194,3 +197,44 @@ func waitHTTP(ctx context.Context, url string, p ...*suiteProc) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// freePorts picks n distinct free ports on 127.0.0.1 below the kernel's
+// ephemeral range (where outgoing connections take their local ports),
+// so none is taken by a client connection between now and its server's
+// start.
+func freePorts(n int) ([]int, error) {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				lo = v
+			}
+		}
+	}
+	const base = 10000
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			return nil, errors.New("bench: no free ports")
+		}
+		addr := "127.0.0.1:0" // a range reaching down here: take any port
+		if lo-base >= 1000 {
+			addr = hostPort(base + rand.IntN(lo-base))
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func hostPort(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }

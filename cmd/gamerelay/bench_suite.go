@@ -36,6 +36,18 @@ type suiteRun struct {
 // connection comes out too low, even negative.
 func (r suiteRun) fresh() bool { return r.cfg.Mode == "idle" || r.cfg.Mode == "join" }
 
+// suiteOptions are the suite flags of gamerelay bench.
+type suiteOptions struct {
+	out     string // Markdown file to write the table into, between the suite's markers; "": stdout
+	short   bool   // a smoke run: short durations, small sizes
+	cluster bool   // the cluster suite instead of the dev suite
+
+	// The cluster suite's.
+	natsServer                                 string // nats-server binary
+	baseline                                   string // another gamerelay binary, or ""
+	partitions, replicas, sequencers, gateways int
+}
+
 // suiteServers starts, restarts and stops the servers of a suite.
 type suiteServers interface {
 	// prepare readies server for the next run and returns the URL(s)
