@@ -60,7 +60,8 @@ type bclient struct {
 	lastAt  atomic.Int64  // when the last sequenced frame arrived, Unix ns
 	ownBack atomic.Uint64 // own benchmark messages received back
 
-	sent atomic.Uint64 // benchmark messages sent (send)
+	// Written by whoever sends (one goroutine at a time), read by any.
+	sent atomic.Uint64 // benchmark messages sent
 
 	joined   chan uint64   // head, once
 	complete chan struct{} // closed once joined arrived and the replay up to head did
