@@ -12,21 +12,23 @@ HELM        := $(TOOLS)/helm-$(HELM_VERSION)
 HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
 	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37
-# nats-server for the fault suite: the version go.mod requires, built from source.
+# nats-server for the fault suite and the cluster benchmarks: the version go.mod requires, built from source.
 NATS_SERVER_VERSION := $(shell awk '$$1 == "github.com/nats-io/nats-server/v2" {print $$2}' go.mod)
 NATS_SERVER := $(TOOLS)/nats-server-$(NATS_SERVER_VERSION)
 FAULTS_RUN     ?= .
 FAULTS_TIMEOUT ?= 9m
 FAULTS_REPORT  ?= $(CURDIR)/bin/faults-report.md
+# BASELINE_BIN: another gamerelay binary the cluster suite measures beside this one.
+BASELINE_BIN ?=
 IMAGE       ?= ghcr.io/gamerelay/gamerelay
 IMAGE_TAG   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 PKGS        := ./...
 TEST_FLAGS  ?= -race -count=1 -timeout 15m
 
-.PHONY: help build run test test-faults check fmt vet staticcheck bench deps clean image helm manifests test-k8s
+.PHONY: help build run test test-faults check fmt vet staticcheck bench bench-cluster deps clean image helm manifests test-k8s
 
 help: ## list the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## download Go modules
 	$(GO) mod download
@@ -91,9 +93,13 @@ check: ## what CI runs (.ci/run): gofmt, go vet, staticcheck, then make test
 	$(MAKE) staticcheck
 	$(MAKE) test
 
-bench: build ## the standard suite against gamerelay dev and the reference relay (rewrites its table in docs/benchmarks.md), then the Go benchmarks
+bench: build $(NATS_SERVER) ## the dev suite and the cluster suite (rewrite their tables in docs/benchmarks.md; BASELINE_BIN=path adds another gamerelay binary), then the Go benchmarks
 	ulimit -n 20000 && $(BIN) bench --suite --out docs/benchmarks.md
+	$(MAKE) bench-cluster
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m $(PKGS)
+
+bench-cluster: build $(NATS_SERVER) ## the cluster suite alone: 3 nats-server nodes, R3 streams, sequencer and gateway processes (BASELINE_BIN=path: compare another gamerelay binary)
+	ulimit -n 20000 && $(BIN) bench --suite --cluster --nats-server $(NATS_SERVER) $(if $(BASELINE_BIN),--baseline-bin $(BASELINE_BIN)) --out docs/benchmarks.md
 
 clean: ## remove build output and dev data
 	rm -rf bin .gamerelay-dev

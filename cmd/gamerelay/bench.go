@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -19,17 +22,16 @@ import (
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("bench", "Load generator that verifies order: drives a gateway over WebSockets and\nreports throughput, latency, server CPU per delivery and memory per\nconnection; every client checks dense msg_id order and all clients of a\ngame must see the same sequence. --mode join measures joining: time,\nlatency, failures, deliveries and server memory per join. --mode\nreference serves the bare in-memory relay used as the reference.", stderr)
 	var (
-		cfg             bench.Config
-		asJSON          bool
-		listen, persist string
-		lf              logFlags
-		suite, group    bool
-		checked         bool
-		out             string
-		short           bool
-		history         optUint
+		cfg     bench.Config
+		asJSON  bool
+		listen  string
+		lf      logFlags
+		suite   bool
+		ref     referenceFlags
+		so      suiteOptions
+		history optUint
 	)
-	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL; several, comma-separated: client i connects to the (i mod n)-th")
 	fs.StringVar(&cfg.Mode, "mode", "pingpong", "pingpong | fanout | idle | rejoin | join | reference")
 	fs.IntVar(&cfg.Games, "games", 1, "games")
 	fs.IntVar(&cfg.Players, "players", 2, "players per game")
@@ -38,7 +40,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Duration, "duration", 10e9, "measured duration (idle: how long connections are held)")
 	fs.IntVar(&cfg.Payload, "payload", 32, "padding bytes per message")
 	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "mint HS256 tokens with this secret, at least 32 bytes (spectators need them)")
-	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "measure this process's CPU seconds and resident memory (rejoin: wait for it to go quiet after filling the stream)")
+	fs.Var((*pidList)(&cfg.ServerPIDs), "server-pid", "measure this process's CPU seconds and resident memory (rejoin: wait for it to go quiet after filling the stream); several, comma-separated or repeated: their sum (a server made of several processes)")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "idle: connections to open")
 	fs.IntVar(&cfg.Sources, "sources", 0, "idle, join, and the spectators of pingpong and fanout: source addresses 127.0.0.1..N to spread connections over, for a server on the loopback (default: enough for the connections, 20,000 each)")
 	fs.Var(&history, "history", "rejoin: messages in the replayed game (default 1000); join: send \"history\":N in every join frame, asking to replay only the last N messages (not sent unless given)")
@@ -50,20 +52,33 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&cfg.SinceHead, "since-head", false, "join: join with since = the game's current head, a resume that replays nothing (default: since=0, replay everything)")
 	fs.DurationVar(&cfg.Settle, "settle", 30e9, "join: how long after the last join the server's RSS is read (--server-pid; no GC is forced)")
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", 60e9, "join, and the spectators of pingpong and fanout: a join not complete this long after connect fails")
+	fs.DurationVar(&cfg.Stall, "stall", 10e9, "pingpong, fanout: after the last send the run waits until every message sent came back to its sender and all clients are quiet; it gives up when deliveries pause this long")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8090", "reference: listen address")
-	fs.StringVar(&persist, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
-	fs.BoolVar(&group, "persist-group", false, "reference with --persist: store the messages waiting at once, of any game, as one JetStream message (group commit) instead of one publish each")
-	fs.BoolVar(&checked, "persist-checked", false, "reference with --persist: send each publish with the checks gamerelay's appends make (expected last sequence of the game's subject, a unique Nats-Msg-Id)")
-	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here")
-	fs.StringVar(&out, "out", "", "suite: write the table into this Markdown file (between its bench-suite markers)")
-	fs.BoolVar(&short, "short", false, "suite: short durations and sizes (a smoke run)")
+	fs.StringVar(&ref.dir, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
+	fs.StringVar(&ref.nats, "persist-nats", "", "reference: store every message in the JetStream of these NATS servers (URLs, comma-separated) instead of an embedded one, in a stream of --persist-replicas replicas")
+	fs.IntVar(&ref.replicas, "persist-replicas", 1, "reference with --persist-nats: replicas of the stream the messages are stored in")
+	fs.BoolVar(&ref.group, "persist-group", false, "reference with --persist or --persist-nats: store the messages waiting at once, of any game, as one JetStream message (group commit) instead of one publish each")
+	fs.BoolVar(&ref.checked, "persist-checked", false, "reference with --persist or --persist-nats: send each publish with the checks gamerelay's appends make (expected last sequence of the game's subject, a unique Nats-Msg-Id)")
+	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here (with --cluster: the cluster suite)")
+	fs.StringVar(&so.out, "out", "", "suite: write the table into this Markdown file (between its markers: bench-suite, or bench-cluster with --cluster)")
+	fs.BoolVar(&so.short, "short", false, "suite: short durations and sizes (a smoke run)")
+	fs.BoolVar(&so.cluster, "cluster", false, "suite: the cluster suite, production-shaped: a 3-node NATS cluster (--nats-server), R3 partition streams, sequencer and gateway processes, and the reference relay storing to the same cluster")
+	fs.StringVar(&so.natsServer, "nats-server", "", "cluster suite: the nats-server binary its nodes run (make bench passes bin/tools/nats-server-<version in go.mod>)")
+	fs.StringVar(&so.baseline, "baseline-bin", "", "cluster suite: another gamerelay binary whose sequencer and gateway run the traffic cases too, beside this one's")
+	fs.IntVar(&so.partitions, "cluster-partitions", 4, "cluster suite: partition streams")
+	fs.IntVar(&so.replicas, "cluster-replicas", 3, "cluster suite: replicas of the partition streams and of the reference's stream")
+	fs.IntVar(&so.sequencers, "cluster-sequencers", 1, "cluster suite: sequencer processes (none where gateways embed the sequencer)")
+	fs.IntVar(&so.gateways, "cluster-gateways", 1, "cluster suite: gateway processes; client i connects to gateway i mod N")
 	lf.register(fs, "text")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if suite {
-		return runSuite(ctx, out, short, stdout)
+		if so.cluster {
+			return runClusterSuite(ctx, so, stdout)
+		}
+		return runSuite(ctx, so.out, so.short, stdout)
 	}
 	if history.set {
 		cfg.History = int(min(history.v, math.MaxInt32))
@@ -76,36 +91,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		switch {
-		case (group || checked) && persist == "":
-			return usageError{errors.New("bench: --persist-group and --persist-checked need --persist DIR")}
-		case group && checked:
-			return usageError{errors.New("bench: --persist-group and --persist-checked are different floors: choose one")}
-		}
-		rf := bench.NewReference(log)
-		if persist != "" {
-			ns, err := embednats.Run(embednats.Options{StoreDir: persist, Name: "gamerelay-bench-reference"})
-			if err != nil {
-				return fmt.Errorf("embedded NATS: %w", err)
-			}
-			defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-			nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.FlusherTimeout(0))
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			newPersist := bench.NewJetStreamPersist
-			if group {
-				newPersist = bench.NewJetStreamGroupPersist
-			}
-			if checked {
-				newPersist = bench.NewJetStreamCheckedPersist
-			}
-			if rf.Persist, err = newPersist(ctx, nc); err != nil {
-				return err
-			}
-		}
-		return rf.Serve(ctx, listen)
+		return ref.serve(ctx, listen, log)
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
@@ -124,10 +110,97 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stdout, r.String())
 	}
 	if !r.OK() {
-		return fmt.Errorf("verification failed: %d order violations, %d games mismatched, errors %v, disconnected early %v", r.OrderViolations, r.GamesMismatched, r.Errors, r.Closed)
+		return errors.New(r.Failure())
 	}
 	if r.Join != nil && r.Join.Failed() > 0 {
 		return fmt.Errorf("%d of %d joins failed: %v", r.Join.Failed(), r.Join.Clients, r.Join.Failures)
+	}
+	return nil
+}
+
+// referenceFlags say whether and where the reference relay stores the
+// messages it relays.
+type referenceFlags struct {
+	dir, nats      string // embedded JetStream's directory, or external NATS URLs
+	replicas       int
+	group, checked bool
+}
+
+// serve runs the reference relay on listen until ctx ends.
+func (f referenceFlags) serve(ctx context.Context, listen string, log *slog.Logger) error {
+	switch {
+	case (f.group || f.checked) && f.dir == "" && f.nats == "":
+		return usageError{errors.New("bench: --persist-group and --persist-checked need --persist DIR or --persist-nats URLS")}
+	case f.group && f.checked:
+		return usageError{errors.New("bench: --persist-group and --persist-checked are different floors: choose one")}
+	case f.dir != "" && f.nats != "":
+		return usageError{errors.New("bench: --persist and --persist-nats: choose one store")}
+	case f.replicas < 1 || f.replicas > 5:
+		return usageError{fmt.Errorf("bench: --persist-replicas %d: want 1 to 5", f.replicas)}
+	case f.replicas > 1 && f.nats == "":
+		return usageError{errors.New("bench: --persist-replicas needs --persist-nats (the embedded store is one node)")}
+	}
+	rf := bench.NewReference(log)
+	var nc *nats.Conn
+	switch {
+	case f.dir != "":
+		ns, err := embednats.Run(embednats.Options{StoreDir: f.dir, Name: "gamerelay-bench-reference"})
+		if err != nil {
+			return fmt.Errorf("embedded NATS: %w", err)
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		if nc, err = nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.FlusherTimeout(0)); err != nil {
+			return err
+		}
+	case f.nats != "":
+		var err error
+		nc, err = nats.Connect(f.nats, nats.Name("gamerelay-bench-reference"), nats.MaxReconnects(-1),
+			nats.ReconnectWait(100*time.Millisecond), nats.Timeout(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("bench: --persist-nats %s: %w", redactURL(f.nats), err)
+		}
+	}
+	if nc != nil {
+		defer nc.Close()
+		newPersist := bench.NewJetStreamPersist
+		switch {
+		case f.group:
+			newPersist = bench.NewJetStreamGroupPersist
+		case f.checked:
+			newPersist = bench.NewJetStreamCheckedPersist
+		}
+		var err error
+		if rf.Persist, err = newPersist(ctx, nc, f.replicas); err != nil {
+			return err
+		}
+	}
+	return rf.Serve(ctx, listen)
+}
+
+// pidList is a flag of process ids, comma-separated or repeated.
+type pidList []int
+
+func (p *pidList) String() string {
+	if p == nil {
+		return ""
+	}
+	s := make([]string, len(*p))
+	for i, pid := range *p {
+		s[i] = strconv.Itoa(pid)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pidList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return errors.New("want process ids, comma-separated")
+		}
+		*p = append(*p, pid)
 	}
 	return nil
 }

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -38,15 +36,146 @@ type suiteRun struct {
 // connection comes out too low, even negative.
 func (r suiteRun) fresh() bool { return r.cfg.Mode == "idle" || r.cfg.Mode == "join" }
 
-// suiteServer is one server process of the suite.
-type suiteServer struct {
-	args   func(n int) []string // the arguments of its n-th start
+// suiteOptions are the suite flags of gamerelay bench.
+type suiteOptions struct {
+	out     string // Markdown file to write the table into, between the suite's markers; "": stdout
+	short   bool   // a smoke run: short durations, small sizes
+	cluster bool   // the cluster suite instead of the dev suite
+
+	// The cluster suite's.
+	natsServer                                 string // nats-server binary
+	baseline                                   string // another gamerelay binary, or ""
+	partitions, replicas, sequencers, gateways int
+}
+
+// suiteServers starts, restarts and stops the servers of a suite.
+type suiteServers interface {
+	// prepare readies server for the next run and returns the URL(s)
+	// its clients connect to and the processes whose CPU and memory are
+	// the server's. fresh: the server is started for the run (on new
+	// data) unless no run has used it since it started.
+	prepare(ctx context.Context, server string, fresh bool) (url string, pids []int, err error)
+	close()
+}
+
+// suiteSecret is the token secret of every suite's gateways.
+const suiteSecret = "bench-suite-secret-0123456789abcdef"
+
+// runAll runs every run against its server. A run that fails is marked
+// in failed and the suite goes on; runAll returns an error only when ctx
+// ends.
+func runAll(ctx context.Context, srv suiteServers, runs []suiteRun) ([]*bench.Report, []string, error) {
+	results := make([]*bench.Report, len(runs))
+	failed := make([]string, len(runs))
+	for i, r := range runs {
+		fmt.Fprintf(os.Stderr, "bench suite: %s against %s\n", r.name, r.server)
+		url, pids, err := srv.prepare(ctx, r.server, r.fresh())
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if err != nil {
+			failed[i] = "starting the server: " + err.Error()
+			fmt.Fprintf(os.Stderr, "bench suite: %s against %s: %s\n", r.name, r.server, failed[i])
+			continue
+		}
+		cfg := r.cfg
+		cfg.URL, cfg.ServerPIDs, cfg.TokenSecret = url, pids, suiteSecret
+		rep, err := bench.Run(ctx, cfg)
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		switch {
+		case err != nil:
+			failed[i] = err.Error()
+		case !rep.OK():
+			failed[i] = rep.Failure()
+		default:
+			results[i] = rep
+		}
+		if failed[i] != "" {
+			fmt.Fprintf(os.Stderr, "bench suite: %s against %s: %s\n", r.name, r.server, failed[i])
+		}
+	}
+	return results, failed, nil
+}
+
+// writeSuite writes table into out (between begin and end, or appended
+// under heading if the markers are missing), or to w if out is empty;
+// then says how many runs failed.
+func writeSuite(w io.Writer, out, table string, m markers, failed []string) error {
+	var err error
+	if out == "" {
+		_, err = io.WriteString(w, table)
+	} else {
+		err = spliceFile(out, table, m)
+	}
+	n := 0
+	for _, f := range failed {
+		if f != "" {
+			n++
+		}
+	}
+	if err == nil && n > 0 {
+		err = fmt.Errorf("bench suite: %d runs failed (marked in the table)", n)
+	}
+	return err
+}
+
+// devServer is one server process of the dev suite.
+type devServer struct {
+	proc   *suiteProc
+	args   func(n int) []string // the command line of its n-th start
 	data   func(n int) string   // the data directory of its n-th start, if any
 	ready  string               // answers HTTP once the server serves
 	url    string               // its WebSocket URL
-	cmd    *exec.Cmd
 	starts int
 	served bool // a run has used it since it started
+}
+
+// devServers are `gamerelay dev` and the reference relays, each its own
+// process, all running for the whole suite.
+type devServers struct {
+	sp      *spawner
+	servers map[string]*devServer
+}
+
+func (d *devServers) launch(s *devServer) error {
+	n := s.starts
+	s.proc.argv = func() []string { return s.args(n) }
+	if err := s.proc.start(d.sp); err != nil {
+		return err
+	}
+	s.served = false
+	s.starts++
+	return nil
+}
+
+func (d *devServers) prepare(ctx context.Context, name string, fresh bool) (string, []int, error) {
+	s := d.servers[name]
+	if s == nil {
+		return "", nil, fmt.Errorf("no server %q", name)
+	}
+	if (fresh && s.served) || !s.proc.running() {
+		s.proc.stop()
+		if s.data != nil && s.starts > 0 {
+			_ = os.RemoveAll(s.data(s.starts - 1))
+		}
+		if err := d.launch(s); err != nil {
+			return "", nil, err
+		}
+		if err := waitHTTP(ctx, s.ready, s.proc); err != nil {
+			return "", nil, fmt.Errorf("%s restarted: %w", name, err)
+		}
+	}
+	s.served = true
+	return s.url, []int{s.proc.pid()}, nil
+}
+
+func (d *devServers) close() {
+	for _, s := range d.servers {
+		s.proc.stop()
+	}
+	d.sp.close()
 }
 
 // runSuite starts `gamerelay dev` and the reference relay as separate
@@ -68,18 +197,17 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 		devListen, devAdmin, devNATS = "127.0.0.1:18080", "127.0.0.1:19090", "127.0.0.1:14222"
 		refListen, refJSListen       = "127.0.0.1:18090", "127.0.0.1:18091"
 		refCheckedListen             = "127.0.0.1:18092"
-		secret                       = "bench-suite-secret-0123456789abcdef"
 	)
 	numbered := func(name string) func(int) string {
 		return func(n int) string { return filepath.Join(dir, fmt.Sprintf("%s-%d", name, n)) }
 	}
-	reference := func(listen, data string, extra ...string) *suiteServer {
-		s := &suiteServer{ready: "http://" + listen + "/", url: "ws://" + listen + "/ws"}
+	reference := func(name, listen, data string, extra ...string) *devServer {
+		s := &devServer{proc: &suiteProc{name: name}, ready: "http://" + listen + "/", url: "ws://" + listen + "/ws"}
 		if data != "" {
 			s.data = numbered(data)
 		}
 		s.args = func(n int) []string {
-			args := []string{"bench", "--mode", "reference", "--listen", listen, "--log-level", "error"}
+			args := []string{self, "bench", "--mode", "reference", "--listen", listen, "--log-level", "error"}
 			if s.data != nil {
 				args = append(args, "--persist", s.data(n))
 			}
@@ -87,73 +215,110 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 		}
 		return s
 	}
-	dev := &suiteServer{data: numbered("dev"), ready: "http://" + devAdmin + "/readyz", url: "ws://" + devListen + "/ws"}
+	dev := &devServer{proc: &suiteProc{name: "gamerelay dev"}, data: numbered("dev"), ready: "http://" + devAdmin + "/readyz", url: "ws://" + devListen + "/ws"}
 	dev.args = func(n int) []string {
 		// The big audience is one game of 10,002 clients, above the
 		// gateway's default bound of 10,000 per game.
-		return []string{"dev", "--data", dev.data(n), "--listen", devListen, "--admin", devAdmin,
-			"--nats-listen", devNATS, "--token-secret", secret, "--archive=false", "--log-level", "error",
+		return []string{self, "dev", "--data", dev.data(n), "--listen", devListen, "--admin", devAdmin,
+			"--nats-listen", devNATS, "--token-secret", suiteSecret, "--archive=false", "--log-level", "error",
 			"--max-clients-per-game", "20000"}
 	}
-	servers := map[string]*suiteServer{
+	srv := &devServers{sp: newSpawner(), servers: map[string]*devServer{
 		"gamerelay":         dev,
-		"reference":         reference(refListen, ""),
-		"reference+js":      reference(refJSListen, "reference-js"),
-		"reference+checked": reference(refCheckedListen, "reference-checked", "--persist-checked"),
-	}
-	launch := func(s *suiteServer) error {
-		cmd := exec.CommandContext(ctx, self, s.args(s.starts)...)
-		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		s.cmd, s.served = cmd, false
-		s.starts++
-		return nil
-	}
-	defer func() {
-		for _, s := range servers {
-			if s.cmd != nil {
-				stopProcess(s.cmd)
-			}
-		}
-	}()
-	for _, s := range servers {
-		if err := launch(s); err != nil {
+		"reference":         reference("reference", refListen, ""),
+		"reference+js":      reference("reference+js", refJSListen, "reference-js"),
+		"reference+checked": reference("reference+checked", refCheckedListen, "reference-checked", "--persist-checked"),
+	}}
+	defer srv.close()
+	for _, s := range srv.servers {
+		if err := srv.launch(s); err != nil {
 			return err
 		}
 	}
-	for name, s := range servers {
-		if err := waitHTTP(ctx, s.ready); err != nil {
+	for name, s := range srv.servers {
+		if err := waitHTTP(ctx, s.ready, s.proc); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	restart := func(name string, s *suiteServer) error {
-		stopProcess(s.cmd)
-		s.cmd = nil
-		if s.data != nil {
-			_ = os.RemoveAll(s.data(s.starts - 1))
-		}
-		if err := launch(s); err != nil {
-			return err
-		}
-		if err := waitHTTP(ctx, s.ready); err != nil {
-			return fmt.Errorf("%s restarted: %w", name, err)
-		}
-		return nil
+	runs := devSuiteRuns(short)
+	results, failed, err := runAll(ctx, srv, runs)
+	if err != nil {
+		return err
 	}
+	return writeSuite(w, out, suiteTable(runs, results, failed), devMarkers, failed)
+}
 
-	d := 20 * time.Second
-	idle, others := 9000, 1_000_000
-	joinN, joinSmall, audience, settle := 9000, 1000, 10_000, 30*time.Second
+// suiteSizes are the sizes of the suites' cases: full, or short for a
+// smoke run.
+type suiteSizes struct {
+	d                          time.Duration // traffic runs
+	idle, others               int
+	joinN, joinSmall, audience int
+	settle                     time.Duration
+}
+
+func sizes(short bool) suiteSizes {
 	if short {
-		d, idle, others = 3*time.Second, 500, 20_000
-		joinN, joinSmall, audience, settle = 300, 100, 300, 2*time.Second
+		return suiteSizes{d: 3 * time.Second, idle: 500, others: 20_000, joinN: 300, joinSmall: 100, audience: 300, settle: 2 * time.Second}
 	}
-	// Servers compared in a ratio run back to back, so that a change in
-	// the shared machine's speed during the suite touches both alike.
-	// Runs that measure memory (idle, join) run on servers started for
-	// them (suiteRun.fresh).
+	return suiteSizes{d: 20 * time.Second, idle: 9000, others: 1_000_000, joinN: 9000, joinSmall: 1000, audience: 10_000, settle: 30 * time.Second}
+}
+
+// trafficCases are the pingpong and fan-out cases of both suites, the
+// big audience last.
+func trafficCases(z suiteSizes) []suiteRun {
+	return []suiteRun{
+		{name: "pingpong 10×1", cfg: bench.Config{Mode: "pingpong", Games: 10, Players: 1, Duration: z.d}},
+		{name: "fanout 10×4 (1 sender at 50/s + 3 spectators)", cfg: bench.Config{Mode: "fanout", Games: 10, Players: 1, Spectators: 3, Rate: 50, Duration: z.d}},
+		{name: "fanout 100×8 (1 sender at 10/s + 7 spectators)", cfg: bench.Config{Mode: "fanout", Games: 100, Players: 1, Spectators: 7, Rate: 10, Duration: z.d}},
+		{name: fmt.Sprintf("fanout 1×%d (2 senders at 20/s + %d spectators)", z.audience+2, z.audience),
+			cfg: bench.Config{Mode: "fanout", Games: 1, Players: 2, Spectators: z.audience, Rate: 20, Duration: z.d, Inflight: 200}},
+	}
+}
+
+// bigAudience reports whether r is the fan-out to one big audience.
+func bigAudience(r suiteRun) bool {
+	return r.cfg.Mode == "fanout" && r.cfg.Games == 1 && r.cfg.Spectators > 100
+}
+
+// addJoins adds the join cases (players, then spectators: N into one
+// game, N into N/10 games, the small N into one game) against servers.
+func addJoins(runs []suiteRun, z suiteSizes, servers ...string) []suiteRun {
+	for _, role := range []string{"player", "spectator"} {
+		for _, j := range []struct{ clients, games int }{{z.joinN, 1}, {z.joinN, z.joinN / 10}, {z.joinSmall, 1}} {
+			name := fmt.Sprintf("join %d %ss into 1 game", j.clients, role)
+			if j.games > 1 {
+				name = fmt.Sprintf("join %d %ss into %d games (%d each)", j.clients, role, j.games, j.clients/j.games)
+			}
+			cfg := bench.Config{Mode: "join", Role: role, Clients: j.clients, Games: j.games, Inflight: 200, Settle: z.settle}
+			for _, srv := range servers {
+				runs = append(runs, suiteRun{name, cfg, srv})
+			}
+		}
+	}
+	return runs
+}
+
+// addRejoins adds the two replay cases against servers.
+func addRejoins(runs []suiteRun, z suiteSizes, servers ...string) []suiteRun {
+	for _, others := range []int{10_000, z.others} {
+		name := "rejoin 1,000 messages, 10k others"
+		if others != 10_000 {
+			name = fmt.Sprintf("rejoin 1,000 messages, %d others", others)
+		}
+		for _, srv := range servers {
+			runs = append(runs, suiteRun{name, bench.Config{Mode: "rejoin", History: 1000, Others: others, Rejoins: 50}, srv})
+		}
+	}
+	return runs
+}
+
+// devSuiteRuns is the dev suite. Servers compared in a ratio run back to
+// back, so that a change in the shared machine's speed during the suite
+// touches both alike. Runs that measure memory (idle, join) run on
+// servers started for them (suiteRun.fresh).
+func devSuiteRuns(short bool) []suiteRun {
+	z := sizes(short)
 	var runs []suiteRun
 	add := func(name string, cfg bench.Config, servers ...string) {
 		for _, srv := range servers {
@@ -163,102 +328,24 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 	all := []string{"reference", "reference+js", "reference+checked", "gamerelay"}
 	// The floors hold connections and join exactly like the bare relay.
 	bare := []string{"reference", "gamerelay"}
-	add(fmt.Sprintf("idle %d connections", idle), bench.Config{Mode: "idle", Conns: idle, Games: idle / 10, Duration: 5 * time.Second}, bare...)
-	for _, role := range []string{"player", "spectator"} {
-		for _, j := range []struct{ clients, games int }{{joinN, 1}, {joinN, joinN / 10}, {joinSmall, 1}} {
-			name := fmt.Sprintf("join %d %ss into 1 game", j.clients, role)
-			if j.games > 1 {
-				name = fmt.Sprintf("join %d %ss into %d games (%d each)", j.clients, role, j.games, j.clients/j.games)
-			}
-			add(name, bench.Config{Mode: "join", Role: role, Clients: j.clients, Games: j.games, Inflight: 200, Settle: settle}, bare...)
+	add(fmt.Sprintf("idle %d connections", z.idle), bench.Config{Mode: "idle", Conns: z.idle, Games: z.idle / 10, Duration: 5 * time.Second}, bare...)
+	runs = addJoins(runs, z, bare...)
+	for _, c := range trafficCases(z) {
+		if bigAudience(c) {
+			// At 40 messages/s the floors' one publish per message is
+			// nothing next to the fan-out: they would measure the bare
+			// relay again.
+			add(c.name, c.cfg, bare...)
+			continue
 		}
+		add(c.name, c.cfg, all...)
 	}
-	add("pingpong 10×1", bench.Config{Mode: "pingpong", Games: 10, Players: 1, Duration: d}, all...)
-	add("fanout 10×4 (1 sender at 50/s + 3 spectators)", bench.Config{Mode: "fanout", Games: 10, Players: 1, Spectators: 3, Rate: 50, Duration: d}, all...)
-	add("fanout 100×8 (1 sender at 10/s + 7 spectators)", bench.Config{Mode: "fanout", Games: 100, Players: 1, Spectators: 7, Rate: 10, Duration: d}, all...)
-	// At 40 messages/s the floors' one publish per message is nothing
-	// next to the fan-out: they would measure the bare relay again.
-	add(fmt.Sprintf("fanout 1×%d (2 senders at 20/s + %d spectators)", audience+2, audience),
-		bench.Config{Mode: "fanout", Games: 1, Players: 2, Spectators: audience, Rate: 20, Duration: d, Inflight: 200}, bare...)
-	add("rejoin 1,000 messages, 10k others", bench.Config{Mode: "rejoin", History: 1000, Others: 10_000, Rejoins: 50}, "gamerelay")
-	add(fmt.Sprintf("rejoin 1,000 messages, %d others", others), bench.Config{Mode: "rejoin", History: 1000, Others: others, Rejoins: 50}, "gamerelay")
-
-	results := make([]*bench.Report, len(runs))
-	failed := make([]string, len(runs))
-	nfailed := 0
-	for i, r := range runs {
-		srv := servers[r.server]
-		if r.fresh() && srv.served {
-			if err := restart(r.server, srv); err != nil {
-				return err
-			}
-		}
-		srv.served = true
-		cfg := r.cfg
-		cfg.URL, cfg.ServerPID, cfg.TokenSecret = srv.url, srv.cmd.Process.Pid, secret
-		fmt.Fprintf(os.Stderr, "bench suite: %s against %s\n", r.name, r.server)
-		rep, err := bench.Run(ctx, cfg)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		switch {
-		case err != nil:
-			failed[i] = err.Error()
-		case !rep.OK():
-			failed[i] = fmt.Sprintf("verification failed: %d order violations, %d games mismatched, errors %v, disconnected early %v",
-				rep.OrderViolations, rep.GamesMismatched, rep.Errors, rep.Closed)
-		default:
-			results[i] = rep
-		}
-		if failed[i] != "" {
-			nfailed++
-			fmt.Fprintf(os.Stderr, "bench suite: %s against %s: %s\n", r.name, r.server, failed[i])
-		}
-	}
-	table := suiteTable(runs, results, failed)
-	if out == "" {
-		_, err = io.WriteString(w, table)
-	} else {
-		err = spliceFile(out, table)
-	}
-	if err == nil && nfailed > 0 {
-		err = fmt.Errorf("bench suite: %d runs failed (marked in the table)", nfailed)
-	}
-	return err
+	return addRejoins(runs, z, "gamerelay")
 }
 
-func stopProcess(cmd *exec.Cmd) {
-	_ = cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
-func waitHTTP(ctx context.Context, url string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s not ready: %v", url, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// suiteTable renders the results, gamerelay next to the reference.
-// results[i] is nil where run i failed, and failed[i] (if failed is not
-// nil) says why.
+// suiteTable renders the dev suite's results, gamerelay next to the
+// reference. results[i] is nil where run i failed, and failed[i] (if
+// failed is not nil) says why.
 func suiteTable(runs []suiteRun, results []*bench.Report, failed []string) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
@@ -272,8 +359,64 @@ func suiteTable(runs []suiteRun, results []*bench.Report, failed []string) strin
 	b.WriteString("reference+checked (`--persist DIR --persist-checked`), whose publishes carry the two checks every gamerelay\n")
 	b.WriteString("append makes JetStream do (expected last sequence of the game's subject, a unique Nats-Msg-Id): what persisting\n")
 	b.WriteString("every message costs as gamerelay's design requires. Servers compared in a ratio run back to back; idle and join\n")
-	b.WriteString("runs each on a server started for them. Every run verified dense msg_id order on every client and identical\n")
-	b.WriteString("sequences per game, up to the game's last message, unless it is listed under \"Failed runs\".\n\n")
+	b.WriteString("runs each on a server started for them.\n")
+	verifiedNote(&b)
+	byName, fails := writeRuns(&b, runs, results, failed, nil)
+	b.WriteString("\nRatios, same run: gamerelay / reference, in brackets the floors reference+js / reference and\n")
+	b.WriteString("reference+checked / reference; then gamerelay / reference+checked. The targets: against the bare reference,\n")
+	b.WriteString("≥ 80 % of its pingpong throughput and ≤ 1.3× its CPU per fan-out delivery; against reference+checked, as close\n")
+	b.WriteString("to it as persistence allows (1× = gamerelay costs what storing each message with its two checks costs).\n\n")
+	for _, r := range runs {
+		if r.server != "gamerelay" {
+			continue
+		}
+		g, ref := byName[r.name+"/gamerelay"], byName[r.name+"/reference"]
+		js, ck := byName[r.name+"/reference+js"], byName[r.name+"/reference+checked"]
+		if g == nil || ref == nil {
+			continue
+		}
+		switch {
+		case r.cfg.Mode == "pingpong" && ref.DeliveriesSec > 0 && js != nil && ck != nil && ck.DeliveriesSec > 0:
+			fmt.Fprintf(&b, "- %s: throughput %.0f %% of the reference (target ≥ 80 %%) [%.0f %%, %.0f %%], %.0f %% of reference+checked; "+
+				"CPU per delivery %.2f× [%.2f×, %.2f×], %.2f× reference+checked\n",
+				r.name, 100*g.DeliveriesSec/ref.DeliveriesSec, 100*js.DeliveriesSec/ref.DeliveriesSec, 100*ck.DeliveriesSec/ref.DeliveriesSec,
+				100*g.DeliveriesSec/ck.DeliveriesSec,
+				g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, js.ServerCPUPerDelivery/ref.ServerCPUPerDelivery,
+				ck.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery/ck.ServerCPUPerDelivery)
+		case r.cfg.Mode == "fanout" && ref.ServerCPUPerDelivery > 0 && js != nil && ck != nil && ck.ServerCPUPerDelivery > 0:
+			fmt.Fprintf(&b, "- %s: CPU per delivery %.2f× (target ≤ 1.3×) [%.2f×, %.2f×], %.2f× reference+checked; p99 latency %s vs %s [%s, %s]\n",
+				r.name, g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, js.ServerCPUPerDelivery/ref.ServerCPUPerDelivery,
+				ck.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery/ck.ServerCPUPerDelivery,
+				g.All.P99.Round(time.Microsecond), ref.All.P99.Round(time.Microsecond), js.All.P99.Round(time.Microsecond), ck.All.P99.Round(time.Microsecond))
+		case r.cfg.Mode == "fanout" && ref.ServerCPUPerDelivery > 0:
+			audienceRatio(&b, r.name, "gamerelay", g, ref)
+		case r.cfg.Mode == "idle" && (g.ServerRSSPerConn <= 0 || ref.ServerRSSPerConn <= 0):
+			fmt.Fprintf(&b, "- %s: no figure, a server's RSS did not grow during the hold (%.1f / %.1f KiB per connection)\n",
+				r.name, g.ServerRSSPerConn/1024, ref.ServerRSSPerConn/1024)
+		case r.cfg.Mode == "idle":
+			fmt.Fprintf(&b, "- %s: %.1f KiB per connection vs %.1f KiB (target ≤ 10 KiB)\n",
+				r.name, g.ServerRSSPerConn/1024, ref.ServerRSSPerConn/1024)
+		}
+	}
+	replayRatio(&b, runs, results, "gamerelay", "")
+	joinRatios(&b, runs, results, "target ≤ 12 KiB", "gamerelay", "reference")
+	writeFailures(&b, fails)
+	return b.String()
+}
+
+// verifiedNote says what every run listed without a failure verified.
+func verifiedNote(b *strings.Builder) {
+	b.WriteString("Every run verified dense msg_id order on every client, identical sequences per game up to the game's last\n")
+	b.WriteString("message, and every message back at its sender, unless it is listed under \"Failed runs\". Deliveries/s count\n")
+	b.WriteString("until the last delivery; \"+T\" marks a run whose last delivery came T after the last send: a backlog (in the\n")
+	b.WriteString("server, the sockets or the client) drained after the senders stopped.\n\n")
+}
+
+// writeRuns renders the traffic table (pingpong, fan-out, idle, rejoin)
+// and the join table; cpuNote, if set, adds to a run's CPU figure. It
+// returns the results by "name/server" and the lines listing the failed
+// runs.
+func writeRuns(b *strings.Builder, runs []suiteRun, results []*bench.Report, failed []string, cpuNote func(suiteRun, *bench.Report) string) (map[string]*bench.Report, []string) {
 	b.WriteString("| run | server | msgs/s sent | deliveries/s | p50 / p99 send→delivery | server CPU µs/delivery | RSS/conn | replay p50 / p99 |\n")
 	b.WriteString("|---|---|---:|---:|---|---:|---:|---|\n")
 	byName := map[string]*bench.Report{}
@@ -287,7 +430,7 @@ func suiteTable(runs []suiteRun, results []*bench.Report, failed []string) strin
 			}
 			fails = append(fails, fmt.Sprintf("- %s against %s: %s\n", r.name, r.server, why))
 			if r.cfg.Mode != "join" {
-				fmt.Fprintf(&b, "| %s | %s | failed |  |  |  |  |  |\n", r.name, r.server)
+				fmt.Fprintf(b, "| %s | %s | failed |  |  |  |  |  |\n", r.name, r.server)
 			}
 			continue
 		}
@@ -301,6 +444,9 @@ func suiteTable(runs []suiteRun, results []*bench.Report, failed []string) strin
 		}
 		if rep.ServerCPUPerDelivery > 0 {
 			cpu = fmt.Sprintf("%.1f", rep.ServerCPUPerDelivery)
+			if cpuNote != nil {
+				cpu += cpuNote(r, rep)
+			}
 		}
 		if rep.ServerRSSPerConn > 0 {
 			rss = fmt.Sprintf("%.1f KiB", rep.ServerRSSPerConn/1024)
@@ -311,66 +457,51 @@ func suiteTable(runs []suiteRun, results []*bench.Report, failed []string) strin
 		sends, dels := "", ""
 		if rep.Sends > 0 {
 			sends, dels = fmt.Sprintf("%.0f", rep.SendsPerSec), fmt.Sprintf("%.0f", rep.DeliveriesSec)
+			if rep.Drain >= time.Second {
+				dels += fmt.Sprintf(" (+%s)", rep.Drain.Round(100*time.Millisecond))
+			}
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.server, sends, dels, lat, cpu, rss, replay)
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.server, sends, dels, lat, cpu, rss, replay)
 	}
-	joinTable(&b, runs, results, failed)
-	b.WriteString("\nRatios, same run: gamerelay / reference, in brackets the floors reference+js / reference and\n")
-	b.WriteString("reference+checked / reference; then gamerelay / reference+checked, the measure of issue 7's target (as close to\n")
-	b.WriteString("the reference as persistence allows). BRIEF §6's targets are against the bare reference.\n\n")
-	for _, r := range runs {
-		if r.server != "gamerelay" {
-			continue
-		}
-		g, ref := byName[r.name+"/gamerelay"], byName[r.name+"/reference"]
-		js, ck := byName[r.name+"/reference+js"], byName[r.name+"/reference+checked"]
-		if g == nil || ref == nil {
-			continue
-		}
-		switch {
-		case r.cfg.Mode == "pingpong" && ref.DeliveriesSec > 0 && js != nil && ck != nil && ck.DeliveriesSec > 0:
-			fmt.Fprintf(&b, "- %s: throughput %.0f %% of the reference (BRIEF: ≥ 80 %%) [%.0f %%, %.0f %%], %.0f %% of reference+checked; "+
-				"CPU per delivery %.2f× [%.2f×, %.2f×], %.2f× reference+checked\n",
-				r.name, 100*g.DeliveriesSec/ref.DeliveriesSec, 100*js.DeliveriesSec/ref.DeliveriesSec, 100*ck.DeliveriesSec/ref.DeliveriesSec,
-				100*g.DeliveriesSec/ck.DeliveriesSec,
-				g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, js.ServerCPUPerDelivery/ref.ServerCPUPerDelivery,
-				ck.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery/ck.ServerCPUPerDelivery)
-		case r.cfg.Mode == "fanout" && ref.ServerCPUPerDelivery > 0 && js != nil && ck != nil && ck.ServerCPUPerDelivery > 0:
-			fmt.Fprintf(&b, "- %s: CPU per delivery %.2f× (BRIEF: ≤ 1.3×) [%.2f×, %.2f×], %.2f× reference+checked; p99 latency %s vs %s [%s, %s]\n",
-				r.name, g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, js.ServerCPUPerDelivery/ref.ServerCPUPerDelivery,
-				ck.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery/ck.ServerCPUPerDelivery,
-				g.All.P99.Round(time.Microsecond), ref.All.P99.Round(time.Microsecond), js.All.P99.Round(time.Microsecond), ck.All.P99.Round(time.Microsecond))
-		case r.cfg.Mode == "fanout" && ref.ServerCPUPerDelivery > 0:
-			fmt.Fprintf(&b, "- %s: CPU per delivery %.2f× the reference (%.1f vs %.1f µs); %.0f vs %.0f deliveries/s; p99 latency %s vs %s; "+
-				"every spectator got every message in order\n",
-				r.name, g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery, ref.ServerCPUPerDelivery,
-				g.DeliveriesSec, ref.DeliveriesSec, g.All.P99.Round(time.Microsecond), ref.All.P99.Round(time.Microsecond))
-		case r.cfg.Mode == "idle" && (g.ServerRSSPerConn <= 0 || ref.ServerRSSPerConn <= 0):
-			fmt.Fprintf(&b, "- %s: no figure, a server's RSS did not grow during the hold (%.1f / %.1f KiB per connection)\n",
-				r.name, g.ServerRSSPerConn/1024, ref.ServerRSSPerConn/1024)
-		case r.cfg.Mode == "idle":
-			fmt.Fprintf(&b, "- %s: %.1f KiB per connection vs %.1f KiB (target ≤ 10 KiB)\n",
-				r.name, g.ServerRSSPerConn/1024, ref.ServerRSSPerConn/1024)
-		}
+	joinTable(b, runs, results, failed)
+	return byName, fails
+}
+
+// audienceRatio is the line of the fan-out to a big audience: server
+// against ref.
+func audienceRatio(b *strings.Builder, name, server string, g, ref *bench.Report) {
+	fmt.Fprintf(b, "- %s: %s's CPU per delivery %.2f× the reference's (%.1f vs %.1f µs); %.0f vs %.0f deliveries/s; p99 latency %s vs %s",
+		name, server, g.ServerCPUPerDelivery/ref.ServerCPUPerDelivery, g.ServerCPUPerDelivery, ref.ServerCPUPerDelivery,
+		g.DeliveriesSec, ref.DeliveriesSec, g.All.P99.Round(time.Microsecond), ref.All.P99.Round(time.Microsecond))
+	if g.Drain >= time.Second || ref.Drain >= time.Second {
+		fmt.Fprintf(b, "; last delivery %s vs %s after the last send", g.Drain.Round(100*time.Millisecond), ref.Drain.Round(100*time.Millisecond))
 	}
+	b.WriteString("; every spectator got every message in order\n")
+}
+
+// replayRatio is the replay line of server: the p50 of the replay with
+// the big stream against the small one.
+func replayRatio(b *strings.Builder, runs []suiteRun, results []*bench.Report, server, label string) {
 	var rj []*bench.Report
 	for i, r := range runs {
-		if r.cfg.Mode == "rejoin" && results[i] != nil {
+		if r.cfg.Mode == "rejoin" && r.server == server && results[i] != nil && results[i].Replay != nil {
 			rj = append(rj, results[i])
 		}
 	}
 	if len(rj) == 2 && rj[0].Replay.Latency.P50 > 0 {
-		fmt.Fprintf(&b, "- replay of 1,000 messages: p50 with %d others / with %d others = %.2f× (target within 2×; 50 rejoins each, on a quiet server)\n",
-			rj[1].Replay.Others, rj[0].Replay.Others, float64(rj[1].Replay.Latency.P50)/float64(rj[0].Replay.Latency.P50))
+		fmt.Fprintf(b, "- replay of 1,000 messages%s: p50 with %d others / with %d others = %.2f× (target within 2×; 50 rejoins each, on a quiet server)\n",
+			label, rj[1].Replay.Others, rj[0].Replay.Others, float64(rj[1].Replay.Latency.P50)/float64(rj[0].Replay.Latency.P50))
 	}
-	joinRatios(&b, runs, results)
+}
+
+// writeFailures lists the failed runs.
+func writeFailures(b *strings.Builder, fails []string) {
 	if len(fails) > 0 {
 		b.WriteString("\nFailed runs (no figures, or figures not verified):\n\n")
 		for _, f := range fails {
 			b.WriteString(f)
 		}
 	}
-	return b.String()
 }
 
 // joinTable renders the join runs.
@@ -436,8 +567,9 @@ func failureText(j *bench.JoinReport) string {
 // joinRatios says, per role, whether joining costs the same whatever the
 // audience: the time for N clients to join one game against N/10 games,
 // the deliveries per join of N clients into one game against those of
-// the small run into one game; then memory per connection and failures.
-func joinRatios(b *strings.Builder, runs []suiteRun, results []*bench.Report) {
+// the small run into one game; then memory per connection (with rssNote
+// in brackets) and failures; for each of servers that ran them.
+func joinRatios(b *strings.Builder, runs []suiteRun, results []*bench.Report, rssNote string, servers ...string) {
 	type key struct {
 		role, server   string
 		clients, games int
@@ -447,6 +579,7 @@ func joinRatios(b *strings.Builder, runs []suiteRun, results []*bench.Report) {
 	// games the big run's clients are spread over in the other (m).
 	nOf, sOf, mOf := map[string]int{}, map[string]int{}, map[string]int{}
 	var roles []string
+	ran := map[string]bool{}
 	for i, r := range runs {
 		if r.cfg.Mode != "join" {
 			continue
@@ -455,9 +588,13 @@ func joinRatios(b *strings.Builder, runs []suiteRun, results []*bench.Report) {
 		if role == "" {
 			role = "player"
 		}
+		if !slices.Contains(servers, r.server) {
+			continue
+		}
 		if !slices.Contains(roles, role) {
 			roles = append(roles, role)
 		}
+		ran[r.server] = true
 		switch {
 		case r.cfg.Games > 1:
 			mOf[role] = r.cfg.Games
@@ -477,10 +614,11 @@ func joinRatios(b *strings.Builder, runs []suiteRun, results []*bench.Report) {
 		}
 		return fmt.Sprintf("%.2f×", x/y)
 	}
+	servers = slices.DeleteFunc(slices.Clone(servers), func(s string) bool { return !ran[s] })
 	for _, role := range roles {
 		n, s, m := nOf[role], sOf[role], mOf[role]
 		var parts []string
-		for _, srv := range []string{"gamerelay", "reference"} {
+		for _, srv := range servers {
 			one, spread := got[key{role, srv, n, 1}], got[key{role, srv, n, m}]
 			if one != nil && spread != nil && m > 1 {
 				a, b := one.Join.AllJoined.Round(time.Millisecond), spread.Join.AllJoined.Round(time.Millisecond)
@@ -490,11 +628,11 @@ func joinRatios(b *strings.Builder, runs []suiteRun, results []*bench.Report) {
 			}
 		}
 		if len(parts) > 0 {
-			fmt.Fprintf(b, "- %ss: time until all joined, %d into 1 game ÷ %d into %d games: %s (1× = joining costs the same whatever the audience)\n",
+			fmt.Fprintf(b, "- %ss: time until all joined, %d into 1 game ÷ %d into %d games: %s (target ≤ 1.5×; 1× = joining costs the same whatever the audience)\n",
 				role, n, n, m, strings.Join(parts, ", "))
 		}
 		parts = parts[:0]
-		for _, srv := range []string{"gamerelay", "reference"} {
+		for _, srv := range servers {
 			one, few := got[key{role, srv, n, 1}], got[key{role, srv, s, 1}]
 			if one != nil && few != nil && s < n {
 				parts = append(parts, fmt.Sprintf("%s %s (%.1f vs %.1f; until all joined %s: %.1f vs %.1f)", srv,
@@ -503,11 +641,11 @@ func joinRatios(b *strings.Builder, runs []suiteRun, results []*bench.Report) {
 			}
 		}
 		if len(parts) > 0 {
-			fmt.Fprintf(b, "- %ss: deliveries per join until quiet, %d into 1 game ÷ %d into 1 game: %s (1× = a join costs the same whatever the audience; %.0f× = it grows with the audience)\n",
+			fmt.Fprintf(b, "- %ss: deliveries per join until quiet, %d into 1 game ÷ %d into 1 game: %s (target ≤ 12×; 1× = a join costs the same whatever the audience; %.0f× = it grows with the audience)\n",
 				role, n, s, strings.Join(parts, ", "), float64(n)/float64(max(s, 1)))
 		}
 		parts = parts[:0]
-		for _, srv := range []string{"gamerelay", "reference"} {
+		for _, srv := range servers {
 			var per []string
 			for _, g := range []int{1, m} {
 				if r := got[key{role, srv, n, g}]; r != nil && r.ServerRSSBytes > 0 && g > 0 {
@@ -519,10 +657,10 @@ func joinRatios(b *strings.Builder, runs []suiteRun, results []*bench.Report) {
 			}
 		}
 		if len(parts) > 0 {
-			fmt.Fprintf(b, "- %ss: RSS growth per connection after the %d-join burst: %s\n", role, n, strings.Join(parts, "; "))
+			fmt.Fprintf(b, "- %ss: RSS growth per connection after the %d-join burst: %s (%s)\n", role, n, strings.Join(parts, "; "), rssNote)
 		}
 		parts = parts[:0]
-		for _, srv := range []string{"gamerelay", "reference"} {
+		for _, srv := range servers {
 			var fs []string
 			for _, k := range []key{{role, srv, n, 1}, {role, srv, n, m}, {role, srv, s, 1}} {
 				if r := got[k]; r != nil && r.Join.Failed() > 0 {
@@ -545,20 +683,26 @@ func plural(n int) string {
 	return "s"
 }
 
-// spliceFile replaces the generated section of path (appending it if the
-// markers are missing).
-func spliceFile(path, table string) error {
+// markers delimit a suite's generated part of a Markdown file; heading
+// introduces it where the file lacks them.
+type markers struct{ begin, end, heading string }
+
+var devMarkers = markers{suiteBegin, suiteEnd, "## Standard suite (make bench)"}
+
+// spliceFile replaces the part of path between m's markers with table
+// (appending it under m's heading if the markers are missing).
+func spliceFile(path, table string, m markers) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	section := suiteBegin + "\n" + table + suiteEnd
+	section := m.begin + "\n" + table + m.end
 	var out []byte
-	i, j := bytes.Index(old, []byte(suiteBegin)), bytes.Index(old, []byte(suiteEnd))
+	i, j := bytes.Index(old, []byte(m.begin)), bytes.Index(old, []byte(m.end))
 	if i >= 0 && j > i {
-		out = append(append(append([]byte{}, old[:i]...), section...), old[j+len(suiteEnd):]...)
+		out = append(append(append([]byte{}, old[:i]...), section...), old[j+len(m.end):]...)
 	} else {
-		out = append(append(old, "\n## Standard suite (make bench)\n\n"...), section+"\n"...)
+		out = append(append(old, "\n"+m.heading+"\n\n"...), section+"\n"...)
 	}
 	return os.WriteFile(path, out, 0o644)
 }

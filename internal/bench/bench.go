@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,7 +21,7 @@ import (
 
 // Config describes one benchmark run. Zero values are the defaults noted.
 type Config struct {
-	URL         string        // ws://host:port/ws (required)
+	URL         string        // ws://host:port/ws (required); several, comma-separated: client i connects to the (i mod n)-th
 	Mode        string        // pingpong | fanout | idle | rejoin | join
 	Games       int           // default 1
 	Players     int           // per game, default 2
@@ -31,7 +30,7 @@ type Config struct {
 	Duration    time.Duration // default 10s
 	Payload     int           // padding bytes per message, default 32
 	TokenSecret string        // HS256 secret (≥ 32 bytes) to mint tokens (spectators need one); empty: anonymous
-	ServerPID   int           // measure this process's CPU and memory, 0: don't
+	ServerPIDs  []int         // measure these processes' CPU and memory, summed; none: don't
 	Conns       int           // idle: connections, default 1000
 	Sources     int           // idle, join, spectators: spread over 127.0.0.1..127.0.0.N, default max(1, connections/20000+1)
 	History     int           // rejoin: messages in the replayed game, default 1000
@@ -45,6 +44,7 @@ type Config struct {
 	JoinHistory *uint64       // join: send "history":N in every join frame; nil: don't
 	JoinTimeout time.Duration // bound on one join, connect to complete, default 60s
 	Settle      time.Duration // join: wait after the last join before reading the server's RSS, default 30s
+	Stall       time.Duration // pingpong, fanout: after the last send, how long deliveries may pause before the run is verified as it stands, default 10s
 
 	signer *token.Signer // from TokenSecret, set by Run
 }
@@ -82,6 +82,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Settle == 0 {
 		c.Settle = 30 * time.Second
+	}
+	if c.Stall == 0 {
+		c.Stall = 10 * time.Second
 	}
 	if c.Sources == 0 {
 		conns := c.Conns
@@ -121,6 +124,15 @@ type Report struct {
 	DeliveriesSec float64 `json:"deliveries_per_sec"`
 	Own           Latency `json:"latency_own"`
 	All           Latency `json:"latency_all"`
+	// Drain is how long after the last send the last delivery came:
+	// what was still queued (in the server, the sockets or the load
+	// generator) when the senders stopped. DeliveriesSec counts until
+	// then.
+	Drain time.Duration `json:"drain_ns"`
+	// Unanswered counts the messages players sent that never came back
+	// to them (pingpong, fanout): lost, or still on their way when
+	// deliveries had paused for Config.Stall.
+	Unanswered uint64 `json:"unanswered"`
 
 	Errors          map[string]uint64 `json:"errors"`
 	OrderViolations uint64            `json:"order_violations"`
@@ -134,10 +146,13 @@ type Report struct {
 	// whose connection ended before the run did.
 	Closed map[string]uint64 `json:"closed,omitempty"`
 
-	ServerCPUSeconds     float64 `json:"server_cpu_seconds,omitempty"`
-	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery,omitempty"`
-	ServerRSSBytes       int64   `json:"server_rss_bytes,omitempty"`
-	ServerRSSPerConn     float64 `json:"server_rss_bytes_per_conn,omitempty"`
+	ServerCPUSeconds float64 `json:"server_cpu_seconds,omitempty"`
+	// ServerCPUEach is ServerCPUSeconds by process, in the order of
+	// Config.ServerPIDs (pingpong and fanout).
+	ServerCPUEach        []float64 `json:"server_cpu_seconds_each,omitempty"`
+	ServerCPUPerDelivery float64   `json:"server_cpu_us_per_delivery,omitempty"`
+	ServerRSSBytes       int64     `json:"server_rss_bytes,omitempty"`
+	ServerRSSPerConn     float64   `json:"server_rss_bytes_per_conn,omitempty"`
 
 	Replay *ReplayReport `json:"replay,omitempty"`
 	Join   *JoinReport   `json:"join,omitempty"`
@@ -152,18 +167,31 @@ type ReplayReport struct {
 	PerMsg  float64 `json:"us_per_message_p50"`
 }
 
-// OK reports whether the run saw no order violation, mismatch, error frame
-// or early disconnect. Failed joins of the join mode are a measurement
-// (Join.Failures), not a verification failure.
+// OK reports whether the run saw no order violation, mismatch, error
+// frame, early disconnect or unanswered message. Failed joins of the join
+// mode are a measurement (Join.Failures), not a verification failure.
 func (r *Report) OK() bool {
-	return r.OrderViolations == 0 && r.GamesMismatched == 0 && len(r.Errors) == 0 && len(r.Closed) == 0
+	return r.OrderViolations == 0 && r.GamesMismatched == 0 && len(r.Errors) == 0 && len(r.Closed) == 0 && r.Unanswered == 0
+}
+
+// Failure says what verification found, for a run that is not OK.
+func (r *Report) Failure() string {
+	s := fmt.Sprintf("verification failed: %d order violations, %d games mismatched, errors %v, disconnected early %v",
+		r.OrderViolations, r.GamesMismatched, r.Errors, r.Closed)
+	if r.Unanswered > 0 {
+		s += fmt.Sprintf(", %d messages never came back to their sender", r.Unanswered)
+	}
+	return s
 }
 
 // Validate reports the first setting Run cannot work with, naming its flag.
 func (c Config) Validate() error {
+	for _, u := range strings.Split(c.URL, ",") {
+		if !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "wss://") {
+			return fmt.Errorf("bench: --url %q: want ws://host:port/ws, or several comma-separated", c.URL)
+		}
+	}
 	switch {
-	case !strings.HasPrefix(c.URL, "ws://") && !strings.HasPrefix(c.URL, "wss://"):
-		return fmt.Errorf("bench: --url %q: want ws://host:port/ws", c.URL)
 	case c.Mode != "pingpong" && c.Mode != "fanout" && c.Mode != "idle" && c.Mode != "rejoin" && c.Mode != "join":
 		return fmt.Errorf("bench: --mode %q: want pingpong, fanout, idle, rejoin, join or reference", c.Mode)
 	case c.Games < 0 || c.Clients < 0 || c.Inflight < 0 || c.Sources < 0 || c.Sources > 254:
@@ -205,6 +233,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // runID makes game names unique per run, so runs against one server don't mix.
 func runID() string { return strconv.FormatInt(time.Now().UnixNano()%1e9, 36) }
 
+// urlFor is the URL client idx connects to: with several, the (idx mod
+// n)-th.
+func (cfg Config) urlFor(idx int) string {
+	if !strings.Contains(cfg.URL, ",") {
+		return cfg.URL
+	}
+	urls := strings.Split(cfg.URL, ",")
+	return urls[idx%len(urls)]
+}
+
 func (cfg Config) token(game, role string) (string, error) {
 	s := cfg.signer
 	if s == nil {
@@ -227,7 +265,7 @@ func (cfg Config) token(game, role string) (string, error) {
 func openPlayers(ctx context.Context, cfg Config, game string, firstIdx int) ([]*bclient, error) {
 	var out []*bclient
 	for i := 0; i < cfg.Players; i++ {
-		c, err := dialClient(ctx, cfg.URL, nil, firstIdx+i, game)
+		c, err := dialClient(ctx, cfg.urlFor(firstIdx+i), nil, firstIdx+i, game)
 		if err != nil {
 			return out, err
 		}
@@ -321,23 +359,18 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	pad := []byte(strings.Repeat("x", cfg.Payload))
 	var sends sync.WaitGroup
-	var sent uint64
-	var sentMu sync.Mutex
 	stop := make(chan struct{})
-	cpu0 := readCPU(cfg.ServerPID)
+	cpu0 := cpuEach(cfg.ServerPIDs)
 	start := time.Now()
 	for _, p := range players {
 		sends.Add(1)
 		go func(p *bclient) {
 			defer sends.Done()
-			n := uint64(0)
-			defer func() { sentMu.Lock(); sent += n; sentMu.Unlock() }()
 			if cfg.Mode == "pingpong" {
 				for {
 					if err := p.send(pad); err != nil {
 						return
 					}
-					n++
 					select {
 					case <-p.ownMsg:
 					case <-stop:
@@ -355,7 +388,6 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 					if err := p.send(pad); err != nil {
 						return
 					}
-					n++
 				case <-stop:
 					return
 				}
@@ -368,11 +400,15 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	close(stop)
 	sends.Wait()
-	elapsed := time.Since(start)
-	cpu1 := readCPU(cfg.ServerPID)
-	// Let in-flight messages arrive, then verify.
-	settle(all, 5*time.Second)
-	rss := readRSS(cfg.ServerPID)
+	sendEnd := time.Now()
+	elapsed := sendEnd.Sub(start)
+	// Verify once everything sent was delivered: a server (or a load
+	// generator) that cannot keep up holds a backlog when the senders
+	// stop, and clients compared while it drains disagree on the last
+	// message. The CPU it takes to drain is part of the run.
+	lastAt := drained(all, players, sendEnd, cfg.Stall, quietMax)
+	cpu1 := cpuEach(cfg.ServerPIDs)
+	rss := readRSS(cfg.ServerPIDs)
 	closed := map[*bclient]bool{}
 	ends := make(map[*bclient]uint64, len(all))
 	for _, c := range all {
@@ -393,7 +429,14 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	r := &Report{Mode: cfg.Mode, URL: cfg.URL, Games: cfg.Games, Players: cfg.Players, Spectators: cfg.Spectators,
-		Connections: len(all), Elapsed: elapsed, Sends: sent, Errors: map[string]uint64{}, Join: joins}
+		Connections: len(all), Elapsed: elapsed, Errors: map[string]uint64{}, Join: joins}
+	for _, p := range players {
+		n, back := p.sent.Load(), p.ownBack.Load()
+		r.Sends += n
+		if back < n {
+			r.Unanswered += n - back
+		}
+	}
 	own, every := newHist(), newHist()
 	for _, c := range all {
 		own.merge(c.own)
@@ -412,16 +455,20 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	r.Own, r.All = own.summary(), every.summary()
-	r.SendsPerSec = float64(sent) / elapsed.Seconds()
-	r.DeliveriesSec = float64(r.Deliveries) / elapsed.Seconds()
+	r.SendsPerSec = float64(r.Sends) / elapsed.Seconds()
+	r.Drain = max(0, lastAt.Sub(sendEnd))
+	r.DeliveriesSec = float64(r.Deliveries) / (elapsed + r.Drain).Seconds()
 	for _, g := range games {
 		r.GamesVerified++
 		if !sameSequence(g) {
 			r.GamesMismatched++
 		}
 	}
-	if cfg.ServerPID > 0 && cpu0 >= 0 && cpu1 >= 0 {
-		r.ServerCPUSeconds = cpu1 - cpu0
+	if cpu0 != nil && cpu1 != nil {
+		for i := range cpu1 {
+			r.ServerCPUEach = append(r.ServerCPUEach, cpu1[i]-cpu0[i])
+			r.ServerCPUSeconds += cpu1[i] - cpu0[i]
+		}
 		if r.Deliveries > 0 {
 			r.ServerCPUPerDelivery = r.ServerCPUSeconds / float64(r.Deliveries) * 1e6
 		}
@@ -435,6 +482,63 @@ func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
 func settle(cs []*bclient, maxWait time.Duration) bool {
 	_, ok := quietAt(cs, maxWait)
 	return ok
+}
+
+// drained waits, after the senders stopped at sendEnd, until every
+// player got back every message it sent (or was disconnected) and no
+// client received a sequenced frame for 300 ms. It gives up when nothing
+// arrived for stall (since the last delivery or sendEnd, whichever is
+// later) with messages still missing, or after maxWait. It returns when
+// the last sequenced frame arrived.
+func drained(all, players []*bclient, sendEnd time.Time, stall, maxWait time.Duration) time.Time {
+	answered := func() bool {
+		for _, p := range players {
+			if p.ownBack.Load() < p.sent.Load() && !isDone(p) {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(maxWait)
+	for {
+		last := lastReceived(all)
+		quiet := time.Since(last)
+		switch {
+		case quiet >= 300*time.Millisecond && answered(), time.Since(maxTime(last, sendEnd)) >= stall, time.Now().After(deadline):
+			return last
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// isDone reports whether c's connection has ended.
+func isDone(c *bclient) bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// lastReceived is when the last sequenced frame reached any of cs (the
+// zero time if none has).
+func lastReceived(cs []*bclient) time.Time {
+	var last int64
+	for _, c := range cs {
+		last = max(last, c.lastAt.Load())
+	}
+	if last == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, last)
 }
 
 // quietAt waits until no client received a sequenced frame for 300 ms, at
@@ -461,13 +565,13 @@ func quietAt(cs []*bclient, maxWait time.Duration) (time.Time, bool) {
 	return lastAt, false
 }
 
-// serverQuiet waits until process pid uses under a tenth of a core over
-// half a second, at most maxWait; at once if pid is 0.
-func serverQuiet(pid int, maxWait time.Duration) {
+// serverQuiet waits until the processes pids use under a tenth of a core
+// together over half a second, at most maxWait; at once if there are none.
+func serverQuiet(pids []int, maxWait time.Duration) {
 	deadline := time.Now().Add(maxWait)
-	for cpu := readCPU(pid); cpu >= 0 && time.Now().Before(deadline); {
+	for cpu := readCPU(pids); cpu >= 0 && time.Now().Before(deadline); {
 		time.Sleep(500 * time.Millisecond)
-		now := readCPU(pid)
+		now := readCPU(pids)
 		if now < 0 || now-cpu < 0.05 {
 			return
 		}
@@ -526,7 +630,7 @@ func sameSequence(cs []*bclient) bool {
 
 func runIdle(ctx context.Context, cfg Config) (*Report, error) {
 	id := runID()
-	rss0 := readRSS(cfg.ServerPID)
+	rss0 := readRSS(cfg.ServerPIDs)
 	var cs []*bclient
 	defer func() { closeAll(cs) }()
 	jctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -534,7 +638,7 @@ func runIdle(ctx context.Context, cfg Config) (*Report, error) {
 	for i := 0; i < cfg.Conns; i++ {
 		src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%cfg.Sources))}
 		game := fmt.Sprintf("i%s-%d", id, i%cfg.Games)
-		c, err := dialClient(jctx, cfg.URL, src, i, game)
+		c, err := dialClient(jctx, cfg.urlFor(i), src, i, game)
 		if err != nil {
 			return nil, fmt.Errorf("bench: idle connection %d: %w", i, err)
 		}
@@ -553,8 +657,8 @@ func runIdle(ctx context.Context, cfg Config) (*Report, error) {
 	case <-ctx.Done():
 	}
 	r := &Report{Mode: "idle", URL: cfg.URL, Games: cfg.Games, Connections: len(cs), Elapsed: cfg.Duration, Errors: map[string]uint64{}}
-	if cfg.ServerPID > 0 {
-		r.ServerRSSBytes = readRSS(cfg.ServerPID)
+	if len(cfg.ServerPIDs) > 0 {
+		r.ServerRSSBytes = readRSS(cfg.ServerPIDs)
 		if rss0 > 0 && r.ServerRSSBytes > 0 {
 			r.ServerRSSPerConn = float64(r.ServerRSSBytes-rss0) / float64(len(cs))
 		}
@@ -581,11 +685,11 @@ func runRejoin(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	// Replay is measured on a quiet server, not against the aftermath of
 	// the fill (its stores flushing, its garbage collected).
-	serverQuiet(cfg.ServerPID, 30*time.Second)
+	serverQuiet(cfg.ServerPIDs, 30*time.Second)
 	h := newHist()
 	r := &Report{Mode: "rejoin", URL: cfg.URL, Games: 1, Errors: map[string]uint64{}}
 	for i := 0; i < cfg.Rejoins; i++ {
-		c, err := dialClient(ctx, cfg.URL, nil, 0, game)
+		c, err := dialClient(ctx, cfg.urlFor(i), nil, 0, game)
 		if err != nil {
 			return nil, err
 		}
@@ -634,7 +738,7 @@ func fill(ctx context.Context, cfg Config, prefix string, n, games int) error {
 		if games > 1 {
 			name = fmt.Sprintf("%s-%d", prefix, g)
 		}
-		c, err := dialClient(ctx, cfg.URL, nil, g, name)
+		c, err := dialClient(ctx, cfg.urlFor(g), nil, g, name)
 		if err != nil {
 			return err
 		}
@@ -688,51 +792,6 @@ func fill(ctx context.Context, cfg Config, prefix string, n, games int) error {
 	return nil
 }
 
-// readCPU returns utime+stime of pid in seconds, or -1.
-func readCPU(pid int) float64 {
-	if pid <= 0 {
-		return -1
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return -1
-	}
-	// Fields after the command name (which is in parentheses).
-	s := string(b)
-	s = s[strings.LastIndexByte(s, ')')+2:]
-	f := strings.Fields(s)
-	if len(f) < 13 {
-		return -1
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / clockTicks
-}
-
-// clockTicks is USER_HZ, 100 on Linux for every common architecture.
-const clockTicks = 100
-
-// readRSS returns the resident set of pid in bytes, or -1.
-func readRSS(pid int) int64 {
-	if pid <= 0 {
-		return -1
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			if len(f) >= 2 {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				return kb << 10
-			}
-		}
-	}
-	return -1
-}
-
 // String renders the report as text.
 func (r *Report) String() string {
 	var b strings.Builder
@@ -766,7 +825,7 @@ func (r *Report) String() string {
 		}
 	}
 	if r.Sends > 0 || r.Deliveries > 0 {
-		fmt.Fprintf(&b, "sends %d (%.0f/s)  deliveries %d (%.0f/s)\n", r.Sends, r.SendsPerSec, r.Deliveries, r.DeliveriesSec)
+		fmt.Fprintf(&b, "sends %d (%.0f/s)  deliveries %d (%.0f/s, the last %s after the last send)\n", r.Sends, r.SendsPerSec, r.Deliveries, r.DeliveriesSec, r.Drain.Round(time.Millisecond))
 		fmt.Fprintf(&b, "latency send→own delivery   p50 %s  p90 %s  p99 %s  max %s\n", r.Own.P50, r.Own.P90, r.Own.P99, r.Own.Max)
 		fmt.Fprintf(&b, "latency send→every delivery p50 %s  p90 %s  p99 %s  max %s\n", r.All.P50, r.All.P90, r.All.P99, r.All.Max)
 	}
@@ -802,6 +861,9 @@ func (r *Report) String() string {
 		r.GamesVerified, r.GamesMismatched, r.OrderViolations, strings.Join(errs, " "))
 	if len(r.Closed) > 0 {
 		fmt.Fprintf(&b, "  disconnected early [%s]", failureList(r.Closed))
+	}
+	if r.Unanswered > 0 {
+		fmt.Fprintf(&b, "  never came back to their sender %d", r.Unanswered)
 	}
 	b.WriteString("\n")
 	return b.String()

@@ -100,12 +100,12 @@ func TestModesAgainstGatewayAndReference(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"pingpong gateway", Config{URL: gw, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond, ServerPID: pid}},
+		{"pingpong gateway", Config{URL: gw, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond, ServerPIDs: []int{pid}}},
 		{"pingpong reference", Config{URL: ref, Mode: "pingpong", Games: 3, Players: 2, Duration: 500 * time.Millisecond}},
 		{"fanout with spectators", Config{URL: gw, Mode: "fanout", Games: 2, Players: 2, Spectators: 3, Rate: 50, Duration: 500 * time.Millisecond, TokenSecret: testSecret}},
-		{"fanout to an audience", Config{URL: gw, Mode: "fanout", Games: 1, Players: 2, Spectators: 60, Inflight: 8, Rate: 20, Duration: 500 * time.Millisecond, TokenSecret: testSecret, ServerPID: pid}},
+		{"fanout to an audience", Config{URL: gw, Mode: "fanout", Games: 1, Players: 2, Spectators: 60, Inflight: 8, Rate: 20, Duration: 500 * time.Millisecond, TokenSecret: testSecret, ServerPIDs: []int{pid}}},
 		{"fanout to an audience, reference", Config{URL: ref, Mode: "fanout", Games: 1, Players: 2, Spectators: 60, Inflight: 8, Rate: 20, Duration: 500 * time.Millisecond}},
-		{"idle", Config{URL: gw, Mode: "idle", Conns: 50, Games: 5, Sources: 3, Duration: 100 * time.Millisecond, ServerPID: pid}},
+		{"idle", Config{URL: gw, Mode: "idle", Conns: 50, Games: 5, Sources: 3, Duration: 100 * time.Millisecond, ServerPIDs: []int{pid}}},
 		{"rejoin", Config{URL: gw, Mode: "rejoin", History: 300, Others: 500, Rejoins: 3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,14 +148,14 @@ func TestModesAgainstGatewayAndReference(t *testing.T) {
 func TestReferencePersists(t *testing.T) {
 	for _, mode := range []struct {
 		name string
-		new  func(context.Context, *nats.Conn) (func(string, []byte) error, error)
+		new  func(context.Context, *nats.Conn, int) (func(string, []byte) error, error)
 	}{{"one publish each", NewJetStreamPersist}, {"group commit", NewJetStreamGroupPersist}, {"checked", NewJetStreamCheckedPersist}} {
 		t.Run(mode.name, func(t *testing.T) {
 			ns := embednats.Server(t)
 			nc := embednats.Connect(t, ns.ClientURL())
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			persist, err := mode.new(ctx, nc)
+			persist, err := mode.new(ctx, nc, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -181,7 +181,7 @@ func TestReferencePersists(t *testing.T) {
 				t.Fatalf("pingpong: %v %+v", err, r)
 			}
 			js, _ := jetstream.New(nc)
-			st, err := js.Stream(context.Background(), persistStream)
+			st, err := js.Stream(context.Background(), PersistStream)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,11 +199,12 @@ func TestReferencePersists(t *testing.T) {
 			if info.State.Msgs == 0 || info.State.Msgs > uint64(stored.Load()) || info.State.Bytes < uint64(size.Load()) {
 				t.Fatalf("stream holds %d messages, %d bytes, for %d frames of %d bytes", info.State.Msgs, info.State.Bytes, stored.Load(), size.Load())
 			}
-			// With the store refusing, nothing is relayed: pingpong stalls.
+			// With the store refusing, nothing is relayed: pingpong stalls,
+			// and the message sent never comes back.
 			fail.Store(true)
-			r, err = Run(context.Background(), Config{URL: url, Mode: "pingpong", Games: 1, Players: 1, Duration: 200 * time.Millisecond})
-			if err == nil && r.Deliveries != 0 {
-				t.Fatalf("relayed %d messages the store refused", r.Deliveries)
+			r, err = Run(context.Background(), Config{URL: url, Mode: "pingpong", Games: 1, Players: 1, Duration: 200 * time.Millisecond, Stall: 300 * time.Millisecond})
+			if err == nil && (r.Deliveries != 0 || r.OK() || r.Unanswered != r.Sends) {
+				t.Fatalf("relayed %d messages the store refused; %d of %d sent unanswered; OK %v", r.Deliveries, r.Unanswered, r.Sends, r.OK())
 			}
 		})
 	}
@@ -217,7 +218,7 @@ func TestCheckedPersistChecks(t *testing.T) {
 	nc := embednats.Connect(t, ns.ClientURL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	persist, err := NewJetStreamCheckedPersist(ctx, nc)
+	persist, err := NewJetStreamCheckedPersist(ctx, nc, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestCheckedPersistChecks(t *testing.T) {
 		}
 	}
 	js, _ := jetstream.New(nc)
-	st, err := js.Stream(ctx, persistStream)
+	st, err := js.Stream(ctx, PersistStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,5 +307,31 @@ func TestShortSecret(t *testing.T) {
 	_, err := Run(context.Background(), Config{URL: "ws://127.0.0.1:1/ws", Mode: "pingpong", TokenSecret: secret})
 	if err == nil || !strings.Contains(err.Error(), "--token-secret") || strings.Contains(err.Error(), secret) {
 		t.Fatalf("error %v, want one naming --token-secret without the secret", err)
+	}
+}
+
+// A run is verified once everything sent was delivered: a server still
+// holding messages when the senders stop is waited for, even through a
+// pause longer than the 300 ms that count as quiet, and the time until
+// its last delivery is the run's drain.
+func TestRunWaitsForTheBacklog(t *testing.T) {
+	rf := NewReference(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var calls atomic.Int64
+	rf.Persist = func(string, []byte) error {
+		if calls.Add(1) == 1 {
+			time.Sleep(900 * time.Millisecond) // the first message is stored late
+		}
+		return nil
+	}
+	url := serveReference(t, rf)
+	r, err := Run(context.Background(), Config{URL: url, Mode: "fanout", Games: 1, Players: 2, Rate: 50, Duration: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK() || r.Sends == 0 || r.Deliveries != 2*r.Sends {
+		t.Fatalf("%s", r)
+	}
+	if r.Drain < 500*time.Millisecond {
+		t.Fatalf("drain %v, want the time after the last send the held messages took", r.Drain)
 	}
 }

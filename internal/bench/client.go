@@ -55,8 +55,13 @@ type bclient struct {
 	closeCode   ws.StatusCode
 
 	// Written by the reader goroutine, read by any.
-	seen atomic.Uint64 // lastID
-	recv atomic.Uint64 // sequenced frames received
+	seen    atomic.Uint64 // lastID
+	recv    atomic.Uint64 // sequenced frames received
+	lastAt  atomic.Int64  // when the last sequenced frame arrived, Unix ns
+	ownBack atomic.Uint64 // own benchmark messages received back
+
+	// Written by whoever sends (one goroutine at a time), read by any.
+	sent atomic.Uint64 // benchmark messages sent
 
 	joined   chan uint64   // head, once
 	complete chan struct{} // closed once joined arrived and the replay up to head did
@@ -111,7 +116,11 @@ func (c *bclient) send(pad []byte) error {
 	b = append(b, `,"p":"`...)
 	b = append(b, pad...)
 	b = append(b, `"}`...)
-	return c.write(b)
+	if err := c.write(b); err != nil {
+		return err
+	}
+	c.sent.Add(1)
+	return nil
 }
 
 var (
@@ -253,6 +262,7 @@ func (c *bclient) readLoop() {
 			c.seen.Store(uid)
 		}
 		c.recv.Add(1)
+		c.lastAt.Store(now.UnixNano())
 		if joined && uid <= c.head {
 			c.replayed++
 		}
@@ -280,6 +290,7 @@ func (c *bclient) readLoop() {
 				c.all.record(d)
 				if intAfter(p, keyS) == int64(c.idx) {
 					c.own.record(d)
+					c.ownBack.Add(1)
 					select {
 					case c.ownMsg <- struct{}{}:
 					default:

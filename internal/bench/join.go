@@ -54,7 +54,7 @@ type JoinReport struct {
 	PerJoinAll    float64       `json:"deliveries_per_join_all"`
 	// CPUPerJoin is the server's CPU from the first connect until all
 	// joined, CPUPerJoinAll until quiet, divided by Clients, in µs (with
-	// ServerPID).
+	// ServerPIDs).
 	CPUPerJoin    float64 `json:"server_cpu_us_per_join,omitempty"`
 	CPUPerJoinAll float64 `json:"server_cpu_us_per_join_all,omitempty"`
 	// Settle is how long after the last join the server's RSS was read.
@@ -199,7 +199,7 @@ func (cfg Config) joinOne(ctx context.Context, s joinSpec, keep record) (*bclien
 		src = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+s.idx%cfg.Sources))}
 	}
 	t0 := time.Now()
-	c, err := dialClient(jctx, cfg.URL, src, s.idx, s.game.name)
+	c, err := dialClient(jctx, cfg.urlFor(s.idx), src, s.idx, s.game.name)
 	if err != nil {
 		if jctx.Err() != nil {
 			return nil, 0, "timeout"
@@ -317,10 +317,10 @@ func runJoin(ctx context.Context, cfg Config) (*Report, error) {
 		specs[i] = joinSpec{idx: i, game: games[i%len(games)], role: cfg.Role}
 	}
 
-	rss0 := readRSS(cfg.ServerPID)
-	cpu0 := readCPU(cfg.ServerPID)
+	rss0 := readRSS(cfg.ServerPIDs)
+	cpu0 := readCPU(cfg.ServerPIDs)
 	o := cfg.joinAll(ctx, specs, countOnly)
-	cpu1 := readCPU(cfg.ServerPID)
+	cpu1 := readCPU(cfg.ServerPIDs)
 	jr := o.report(cfg, cfg.Clients, cfg.Games, cfg.Role)
 	joiners := o.clients()
 	delivered := func() uint64 {
@@ -354,14 +354,14 @@ func runJoin(ctx context.Context, cfg Config) (*Report, error) {
 	qc := make(chan quiet, 1)
 	go func() {
 		at, ok := quietAt(held, quietMax)
-		qc <- quiet{at, ok, delivered(), readCPU(cfg.ServerPID)}
+		qc <- quiet{at, ok, delivered(), readCPU(cfg.ServerPIDs)}
 	}()
 	select {
 	case <-time.After(cfg.Settle):
 	case <-ctx.Done():
 	}
 	jr.Settle = cfg.Settle
-	rss1 := readRSS(cfg.ServerPID)
+	rss1 := readRSS(cfg.ServerPIDs)
 	q := <-qc
 	if !q.ok {
 		closeAll(held)
@@ -413,7 +413,7 @@ func runJoin(ctx context.Context, cfg Config) (*Report, error) {
 	for _, c := range joiners {
 		jr.Replayed += c.replayed
 	}
-	if cfg.ServerPID > 0 && cpu0 >= 0 && cpu1 >= 0 && q.cpu >= 0 {
+	if len(cfg.ServerPIDs) > 0 && cpu0 >= 0 && cpu1 >= 0 && q.cpu >= 0 {
 		r.ServerCPUSeconds = cpu1 - cpu0
 		jr.CPUPerJoin = r.ServerCPUSeconds / float64(cfg.Clients) * 1e6
 		jr.CPUPerJoinAll = (q.cpu - cpu0) / float64(cfg.Clients) * 1e6

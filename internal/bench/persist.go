@@ -15,15 +15,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// persistStream holds what the persisting reference relay stores.
-const persistStream = "BENCH_REFERENCE"
+// PersistStream holds what the persisting reference relay stores.
+const PersistStream = "BENCH_REFERENCE"
 
 // NewJetStreamPersist returns a Reference.Persist that publishes each frame
-// to a JetStream stream (created here: R1, file storage, the store's
-// defaults, as `gamerelay dev` uses) on nc and waits for the ack, so a
-// frame reaches clients only once it is stored.
-func NewJetStreamPersist(ctx context.Context, nc *nats.Conn) (func(room string, frame []byte) error, error) {
-	if err := createPersistStream(ctx, nc); err != nil {
+// to a JetStream stream (created here with the given replicas, 0 meaning
+// 1: file storage, the store's defaults, as `gamerelay dev` uses at R1)
+// on nc and waits for the ack, so a frame reaches clients only once it is
+// stored.
+func NewJetStreamPersist(ctx context.Context, nc *nats.Conn, replicas int) (func(room string, frame []byte) error, error) {
+	if err := createPersistStream(ctx, nc, replicas); err != nil {
 		return nil, err
 	}
 	return func(room string, frame []byte) error {
@@ -42,8 +43,8 @@ var subjectSafe = strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
 // number of sequencers) and a unique Nats-Msg-Id (what makes its retries
 // idempotent, in the stream's duplicate window). It is the floor of
 // persisting every message as gamerelay's design requires.
-func NewJetStreamCheckedPersist(ctx context.Context, nc *nats.Conn) (func(room string, frame []byte) error, error) {
-	if err := createPersistStream(ctx, nc); err != nil {
+func NewJetStreamCheckedPersist(ctx context.Context, nc *nats.Conn, replicas int) (func(room string, frame []byte) error, error) {
+	if err := createPersistStream(ctx, nc, replicas); err != nil {
 		return nil, err
 	}
 	var (
@@ -85,8 +86,8 @@ const maxGroupBytes = 1 << 20
 // as one JetStream message (each frame preceded by "<room> <length>\n"),
 // waits for the ack and releases them all. It measures what persistence
 // costs when one store serves several games. It stops when ctx ends.
-func NewJetStreamGroupPersist(ctx context.Context, nc *nats.Conn) (func(room string, frame []byte) error, error) {
-	if err := createPersistStream(ctx, nc); err != nil {
+func NewJetStreamGroupPersist(ctx context.Context, nc *nats.Conn, replicas int) (func(room string, frame []byte) error, error) {
+	if err := createPersistStream(ctx, nc, replicas); err != nil {
 		return nil, err
 	}
 	type waiter struct {
@@ -146,22 +147,41 @@ func NewJetStreamGroupPersist(ctx context.Context, nc *nats.Conn) (func(room str
 	}, nil
 }
 
-func createPersistStream(ctx context.Context, nc *nats.Conn) error {
+func createPersistStream(ctx context.Context, nc *nats.Conn, replicas int) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:     persistStream,
+		Name:     PersistStream,
 		Subjects: []string{"bench.reference.>"},
 		Storage:  jetstream.FileStorage,
-		Replicas: 1,
+		Replicas: max(replicas, 1),
 		MaxAge:   time.Hour,
 	})
 	if err != nil {
-		return fmt.Errorf("bench: create stream %s: %w", persistStream, err)
+		return fmt.Errorf("bench: create stream %s: %w", PersistStream, err)
 	}
-	return nil
+	// A replicated stream takes publishes once its replicas elected a
+	// leader, which may come after its creation was acknowledged.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := js.Stream(ctx, PersistStream)
+		if err == nil {
+			info, err := st.Info(ctx)
+			if err == nil && (info.Cluster == nil || info.Cluster.Leader != "" || replicas <= 1) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: stream %s has no leader after 30s", PersistStream)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // storeMsg publishes data to subject, a subject of the stream, and waits
