@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gamerelay/gamerelay/internal/embednats"
 	"github.com/gamerelay/gamerelay/internal/testutil"
@@ -167,33 +166,5 @@ func TestLocalFeedsAndLiveCopies(t *testing.T) {
 					name, j+1, m.ID, m.Seq, m.Anchor, m.TS, m.Data, w.ID, w.Seq, w.Anchor, w.TS, w.Data)
 			}
 		}
-	}
-}
-
-// TestProvisionDropsRePublish: streams made by earlier versions republished
-// every message to the live subjects; provisioning turns that off, or
-// feeds would get each message twice (the sequencer publishes live copies).
-func TestProvisionDropsRePublish(t *testing.T) {
-	s := embednats.Server(t)
-	js, err := jetstream.New(embednats.Connect(t, s.ClientURL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig()
-	ctx := context.Background()
-	old := streamConfig(cfg, 0)
-	old.RePublish = &jetstream.RePublish{Source: cfg.names().LogFilter(0), Destination: "gr.live.0.{{wildcard(1)}}"}
-	if _, err := js.CreateStream(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	if err := Provision(ctx, js, cfg); err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, old.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rp := st.CachedInfo().Config.RePublish; rp != nil {
-		t.Fatalf("stream still republishes: %+v", rp)
 	}
 }

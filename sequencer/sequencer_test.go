@@ -469,7 +469,7 @@ func TestFeedFillsGapsAndDropsDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.onLive(&nats.Msg{Header: nats.Header{wire.HdrMsgID: {fmt.Sprint(old.ID)}, "Nats-Sequence": {"3"}, "Nats-Last-Sequence": {"2"}}, Data: old.Data})
+	f.onLive(&nats.Msg{Header: nats.Header{wire.HdrMsgID: {fmt.Sprint(old.ID)}, wire.HdrSeq: {"3"}, wire.HdrPrev: {"2"}}, Data: old.Data})
 
 	ids, tags := rec.snapshot()
 	for i, id := range ids {

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/gateway/token"
 	"github.com/gamerelay/gamerelay/internal/wire"
 	"github.com/gamerelay/gamerelay/sequencer"
@@ -28,12 +27,12 @@ type Config struct {
 	// keys are at least 16 bytes without whitespace. Required.
 	Keys map[string]string
 	// Appender appends to the ordered log (a sequencer.Client). Required.
-	Appender gateway.Appender
+	Appender Appender
 	// Reader reads stored messages (unknown-game checks, history). Required.
 	Reader *sequencer.Reader
 	// History serves messages retention removed from the stream; nil means
 	// none (such history pages answer 410 history_gap).
-	History gateway.History
+	History History
 	// TokenSecret signs the tokens POST /v1/games hands out (HS256, the
 	// gateway's secret, at least 32 bytes). Without it creating games
 	// answers 501 create_disabled.
@@ -48,7 +47,7 @@ type Config struct {
 	MaxTokenLifetime time.Duration
 	// Registry records created games, which admit only token holders;
 	// nil: not recorded.
-	Registry gateway.Registry
+	Registry Registry
 	// MaxBodyBytes bounds a request body. Default 64 KiB.
 	MaxBodyBytes int
 	// Timeout bounds one request's work on the log and the archive.
@@ -129,15 +128,33 @@ func sortedOwners(keys map[string]string) []string {
 	return out
 }
 
+// Appender appends to a game's log: a sequencer.Client or, in a process
+// that runs the sequencer, a sequencer.Appender.
+type Appender interface {
+	Append(ctx context.Context, game string, body []byte, idem string) (sequencer.Result, error)
+}
+
+// History serves messages the stream no longer holds (archiver.History);
+// fn gets each message's id and its stored JSON.
+type History interface {
+	Range(ctx context.Context, game string, since, upto uint64, fn func(msgID uint64, frame []byte) error) error
+}
+
+// Registry records the games created with tokens (sequencer.Games).
+type Registry interface {
+	Created(ctx context.Context, game string) (bool, error)
+	MarkCreated(ctx context.Context, game string) error
+}
+
 // API serves the HTTP API under /v1/. Mount it on the gateway's public
 // listener with mux.Handle("/v1/", api); it serves full paths (no prefix
 // stripping).
 type API struct {
 	// Static after construction.
 	cfg     Config
-	app     gateway.Appender
+	app     Appender
 	reader  *sequencer.Reader
-	history gateway.History
+	history History
 	keys    []apiKey
 	signer  *token.Signer // nil without TokenSecret
 	mux     *http.ServeMux
