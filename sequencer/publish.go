@@ -147,6 +147,13 @@ func (p *publication) run(first int, n attempts) bool {
 			g.known = false
 			a.retried("batch")
 			continue
+		case errCodeDupInProcess, errCodeMemberChange:
+			// An earlier attempt's copy is still on its way into the
+			// stream (or the cluster is changing): the outcome is unknown,
+			// and the next attempt is answered as a duplicate or stores it.
+			g.known = false
+			a.retried("in_process")
+			continue
 		}
 		var ae *apiError
 		if errors.As(err, &ae) && ae.Code >= 400 && ae.Code < 500 {

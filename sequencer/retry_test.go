@@ -117,6 +117,34 @@ func TestRetryLostAck(t *testing.T) {
 	})
 }
 
+// The ack was lost and the retry reached the stream while the first copy
+// was still being stored (10158, "duplicate message id is in process", seen
+// on R3 when a node hangs): that is no refusal; the next retry is answered
+// as a duplicate.
+func TestRetryDuplicateInProcess(t *testing.T) {
+	withRetryAppender(t, func(a *Appender, log *fakeLog) {
+		calls := 0
+		log.setFault(func([]*nats.Msg) fakeFault {
+			calls++
+			switch calls {
+			case 1:
+				return fakeFault{err: nats.ErrTimeout, after: true}
+			case 2:
+				return fakeFault{err: &apiError{Code: 409, ErrCode: 10158, Desc: "duplicate message id is in process"}}
+			}
+			return fakeFault{}
+		})
+		r, err := a.Append(context.Background(), "g", tbody(1), "k1")
+		if err != nil || r.MsgID != 1 || !r.Duplicate {
+			t.Fatalf("append answered 10158 on its retry: %+v, %v; want msg_id 1 as a duplicate", r, err)
+		}
+		if calls < 3 {
+			t.Fatalf("%d publishes, want a retry after 10158", calls)
+		}
+		checkIDs(t, log, "g", 1)
+	})
+}
+
 // A batch whose ack was lost: its retry holds keys already stored (10201)
 // and is settled message by message, each as the duplicate it is.
 func TestRetryBatchLostAck(t *testing.T) {

@@ -23,6 +23,8 @@ const (
 	errCodeBatchIncomplete    = 10176 // atomic batch incomplete (lost intermediate message, timeout)
 	errCodeBatchTooMany       = 10210 // too many atomic batches in flight
 	errCodeClusterUnavailable = 10008 // JetStream cluster not available (no quorum, leader election)
+	errCodeDupInProcess       = 10158 // a message with this Nats-Msg-Id is being stored (an earlier attempt's)
+	errCodeMemberChange       = 10202 // a cluster member change is in progress
 )
 
 // logStore is what the Appender needs of the partition streams: *store
@@ -172,12 +174,19 @@ func (s *store) publish(deadline time.Time, m *nats.Msg) (*pubAck, error) {
 	return decodeAck(resp)
 }
 
+// Headers of an atomic batch's messages.
+const (
+	hdrBatchID     = "Nats-Batch-Id"
+	hdrBatchSeq    = "Nats-Batch-Sequence"
+	hdrBatchCommit = "Nats-Batch-Commit"
+)
+
 // publishBatch sends msgs as one atomic batch: all are stored, contiguously,
 // or none. The ack's Seq is the last message's sequence.
 func (s *store) publishBatch(deadline time.Time, batchID string, msgs []*nats.Msg) (*pubAck, error) {
 	for i, m := range msgs {
-		m.Header.Set("Nats-Batch-Id", batchID)
-		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		m.Header.Set(hdrBatchID, batchID)
+		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
 		if i < len(msgs)-1 {
 			if err := s.nc.PublishMsg(m); err != nil {
 				return nil, err
@@ -185,7 +194,7 @@ func (s *store) publishBatch(deadline time.Time, batchID string, msgs []*nats.Ms
 		}
 	}
 	last := msgs[len(msgs)-1]
-	last.Header.Set("Nats-Batch-Commit", "1")
+	last.Header.Set(hdrBatchCommit, "1")
 	return s.publish(deadline, last)
 }
 
