@@ -21,14 +21,34 @@ type Client struct {
 	names   wire.Names
 	parts   int
 	attempt time.Duration
+	replies *replies
+	feeds   *Feeds // WithLiveAcks; nil: every append is answered by a reply
+}
+
+// ClientOption configures a Client at construction.
+type ClientOption func(*Client)
+
+// WithLiveAcks lets appends to the games fs follows (a gateway's hosted
+// games) be answered by their live copies: the first attempt asks the
+// sequencer not to reply once the message is stored (wire.AckLive), and
+// the append is settled when fs delivers the message with the append's
+// Nats-Msg-Id, live or read from the stream. That saves a NATS message and
+// a wake-up per append. Errors and duplicates are still replied; a later
+// attempt, or one whose feed stops, asks for a reply again.
+func WithLiveAcks(fs *Feeds) ClientOption {
+	return func(c *Client) { c.feeds = fs }
 }
 
 // NewClient returns a Client for the installation cfg describes (Namespace
 // and Partitions must match the sequencers'). Each attempt waits up to
 // cfg.AttemptTimeout.
-func NewClient(nc *nats.Conn, cfg Config) *Client {
+func NewClient(nc *nats.Conn, cfg Config, opts ...ClientOption) *Client {
 	cfg = cfg.withDefaults()
-	return &Client{nc: nc, names: cfg.names(), parts: cfg.Partitions, attempt: cfg.AttemptTimeout}
+	c := &Client{nc: nc, names: cfg.names(), parts: cfg.Partitions, attempt: cfg.AttemptTimeout, replies: &replies{nc: nc}}
+	for _, opt := range opts {
+		opt(c)
+	}
+	return c
 }
 
 // Append appends body to game and returns where it landed, always with the
@@ -46,13 +66,25 @@ func (c *Client) Append(ctx context.Context, game string, body []byte, idem stri
 		idem = nuid.Next()
 	}
 	p := wire.Partition(game, c.parts)
+	var stored <-chan Stored // the message's delivery by this process's feed
+	if c.feeds != nil {
+		ch, cancel, ok := c.feeds.await(game, game+"/"+idem)
+		if ok {
+			stored = ch
+			defer cancel()
+		}
+	}
 	var last error
 	for attempt := 0; ; attempt++ {
 		subj := c.names.AppendSubject(p)
 		if attempt > 0 {
 			subj = c.names.AppendAnySubject(p)
 		}
-		r, err, definite := c.try(ctx, subj, game, body, idem)
+		ack := replyAck
+		if attempt == 0 && stored != nil {
+			ack = liveAck
+		}
+		r, err, definite := c.try(ctx, subj, game, body, idem, stored, ack)
 		if definite {
 			return r, err
 		}
@@ -61,6 +93,11 @@ func (c *Client) Append(ctx context.Context, game string, body []byte, idem stri
 		}
 		if ctx.Err() != nil {
 			return Result{}, outcomeUnknown(game, last)
+		}
+		if errors.Is(err, errAltClosed) {
+			// The feed stopped: ask again, for a reply, at once.
+			stored = nil
+			continue
 		}
 		d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 8)))
 		t := time.NewTimer(d)
@@ -81,19 +118,35 @@ func outcomeUnknown(game string, last error) error {
 	return &Error{Code: wire.CodeOutcomeUnknown, Msg: msg}
 }
 
-// try makes one attempt on subj. definite reports whether its answer
-// settles the append: stored, or refused for a reason a retry cannot
-// change.
-func (c *Client) try(ctx context.Context, subj, game string, body []byte, idem string) (r Result, err error, definite bool) {
+// ackKind says how an attempt learns that its message was stored.
+type ackKind uint8
+
+const (
+	replyAck ackKind = iota // from the sequencer's reply
+	liveAck                 // from the live copy only (wire.AckLive)
+)
+
+// try makes one attempt on subj, which also ends when stored yields the
+// message. definite reports whether its answer settles the append: stored,
+// or refused for a reason a retry cannot change.
+func (c *Client) try(ctx context.Context, subj, game string, body []byte, idem string, stored <-chan Stored, ack ackKind) (r Result, err error, definite bool) {
 	m := &nats.Msg{Subject: subj, Data: body, Header: nats.Header{wire.HdrGame: {game}, wire.HdrIdem: {idem}}}
-	actx, cancel := context.WithTimeout(ctx, c.attempt)
-	resp, err := c.nc.RequestMsgWithContext(actx, m)
-	cancel()
+	if ack == liveAck {
+		m.Header[wire.HdrAck] = []string{wire.AckLive}
+	}
+	d := c.attempt
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl))
+	}
+	resp, st, err := c.replies.requestOr(ctx.Done(), m, d, stored)
 	if err != nil {
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			return Result{}, errorf(wire.CodeOutcomeUnknown, "append: %v", err), true
 		}
 		return Result{}, err, false // no answer: timeout, no responders, reconnecting
+	}
+	if resp == nil {
+		return Result{MsgID: st.ID, Seq: st.Seq, TS: st.TS}, nil, true
 	}
 	var rep AppendReply
 	if err := decodeReply(resp.Data, &rep); err != nil {
@@ -154,7 +207,7 @@ func (l *LocalFirst) Append(ctx context.Context, game string, body []byte, idem 
 	if idem == "" {
 		idem = nuid.Next()
 	}
-	r, err, definite := l.client.try(ctx, l.client.names.AppendSubject(p), game, body, idem)
+	r, err, definite := l.client.try(ctx, l.client.names.AppendSubject(p), game, body, idem, nil, replyAck)
 	if definite {
 		return r, err
 	}

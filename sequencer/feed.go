@@ -246,6 +246,7 @@ type Feed struct {
 	subs            map[uint64]func(Stored)
 	nextSub         uint64
 	timer           *time.Timer
+	awaits          map[string]chan Stored // appends waiting for their message, by Nats-Msg-Id (see await)
 }
 
 func (f *Feed) start(ctx context.Context) error {
@@ -302,7 +303,50 @@ func (f *Feed) stop() {
 		f.timer.Stop()
 	}
 	f.subs = nil
+	for key, ch := range f.awaits {
+		close(ch) // the appends ask for a reply instead
+		delete(f.awaits, key)
+	}
 	f.mu.Unlock()
+}
+
+// await returns a channel that gets the game's message stored with
+// Nats-Msg-Id key when this process's feed of the game delivers it (from
+// its live copy or read from the stream), or is closed if the feed stops
+// first. ok is false when no started feed follows the game here. cancel
+// must be called once the append is settled.
+func (fs *Feeds) await(game, key string) (stored <-chan Stored, cancel func(), ok bool) {
+	fs.mu.Lock()
+	f := fs.feeds[game]
+	fs.mu.Unlock()
+	if f == nil {
+		return nil, nil, false
+	}
+	select {
+	case <-f.ready:
+	default:
+		return nil, nil, false // starting
+	}
+	if f.err != nil {
+		return nil, nil, false
+	}
+	ch := make(chan Stored, 1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.subs == nil {
+		return nil, nil, false // stopped
+	}
+	if f.awaits == nil {
+		f.awaits = make(map[string]chan Stored)
+	}
+	f.awaits[key] = ch
+	return ch, func() {
+		f.mu.Lock()
+		if f.awaits[key] == ch {
+			delete(f.awaits, key)
+		}
+		f.mu.Unlock()
+	}, true
 }
 
 // Last returns the msg_id of the last delivered message.
@@ -425,6 +469,7 @@ func (f *Feed) onLive(msg *nats.Msg) {
 		f.fs.log.Warn("sequencer: feed: bad live message", "game", f.game, "err", err)
 		return
 	}
+	m.key = msg.Header.Get(wire.HdrKey)
 	f.mu.Lock()
 	lastSeq := f.lastSeq
 	f.mu.Unlock()
@@ -504,7 +549,16 @@ func (f *Feed) deliverLocked(m Stored) {
 	for _, fn := range f.subs {
 		subs = append(subs, fn)
 	}
+	var awaiting chan Stored
+	if m.key != "" && len(f.awaits) > 0 {
+		if awaiting = f.awaits[m.key]; awaiting != nil {
+			delete(f.awaits, m.key)
+		}
+	}
 	f.mu.Unlock()
+	if awaiting != nil {
+		awaiting <- m // buffered for this one message
+	}
 	for _, fn := range subs {
 		fn(m)
 	}

@@ -11,21 +11,30 @@ import (
 // process's feeds (WithLocalFeeds), which deliver them on this
 // goroutine, and publishes each on the game's live subject for the feeds
 // of other processes, with the headers a feed reads (the stream sequence,
-// the game's previous sequence, msg_id and anchor). msgs
+// the game's previous sequence, msg_id, anchor and key). msgs
 // carry the stored data and the msg_id header and are reused for the
 // copies. Live copies are at most once: a feed that misses one fills the
 // gap from the stream.
 func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stored []Stored) {
 	for i := range stored {
 		stored[i].Data = msgs[i].Data
+		stored[i].key = msgs[i].Header.Get(nats.MsgIdHdr)
 	}
 	if a.feeds != nil {
 		a.feeds.local(g.name, prevSeq, stored)
 	}
 	for i, m := range msgs {
+		// The key answers an append that asked for no reply
+		// (wire.AckLive).
 		h := m.Header
-		delete(h, nats.MsgIdHdr)
+		if k := h[nats.MsgIdHdr]; k != nil {
+			h[wire.HdrKey] = k
+			delete(h, nats.MsgIdHdr)
+		}
 		delete(h, nats.ExpectedLastSubjSeqHdr)
+		delete(h, hdrBatchID)
+		delete(h, hdrBatchSeq)
+		delete(h, hdrBatchCommit)
 		vals := make([]string, 3) // one allocation for the new values
 		vals[0] = strconv.FormatUint(stored[i].Seq, 10)
 		vals[1] = strconv.FormatUint(prevSeq, 10)
@@ -49,5 +58,8 @@ func (a *Appender) announce(g *gameState, msgs []*nats.Msg, prevSeq uint64, stor
 // position, so feeds read from the stream what they lack.
 func (a *Appender) announceFound(g *gameState, st Stored) {
 	m := &nats.Msg{Header: nats.Header{wire.HdrMsgID: {strconv.FormatUint(st.ID, 10)}}, Data: st.Data}
+	if st.key != "" {
+		m.Header[nats.MsgIdHdr] = []string{st.key}
+	}
 	a.announce(g, []*nats.Msg{m}, st.Seq, []Stored{st})
 }

@@ -1,6 +1,7 @@
 package sequencer
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"sync"
@@ -94,11 +95,14 @@ func (r *replies) watchLocked() {
 	r.watchWG.Add(1)
 	go func() {
 		defer r.watchWG.Done()
-		for range status {
+		for st := range status {
 			r.mu.Lock()
 			close(r.lost)
 			r.lost = make(chan struct{})
 			r.mu.Unlock()
+			if st == nats.CLOSED {
+				return // for good: publishes fail from now on
+			}
 		}
 	}()
 }
@@ -118,16 +122,27 @@ func (r *replies) put(b *replyBox) {
 // for the answer: nats.ErrTimeout if none came, nats.ErrNoResponders if
 // nothing listens on m's subject, errConnLost if the connection dropped.
 func (r *replies) request(m *nats.Msg, d time.Duration) (*nats.Msg, error) {
+	resp, _, err := r.requestOr(nil, m, d, nil)
+	return resp, err
+}
+
+// errAltClosed: the channel requestOr also waited on was closed.
+var errAltClosed = errors.New("sequencer: stopped waiting for the live copy")
+
+// requestOr is request that also ends when done is closed (with
+// context.Canceled) or when alt yields a message, which it returns instead
+// of an answer (a nil *nats.Msg); errAltClosed if alt is closed.
+func (r *replies) requestOr(done <-chan struct{}, m *nats.Msg, d time.Duration, alt <-chan Stored) (*nats.Msg, Stored, error) {
 	b, lost, err := r.get()
 	if err != nil {
-		return nil, err
+		return nil, Stored{}, err
 	}
 	defer r.put(b)
 	b.n++
 	reply := b.prefix + strconv.FormatUint(b.n, 36)
 	m.Reply = reply
 	if err := r.nc.PublishMsg(m); err != nil {
-		return nil, err
+		return nil, Stored{}, err
 	}
 	if b.timer == nil {
 		b.timer = time.NewTimer(d)
@@ -142,13 +157,20 @@ func (r *replies) request(m *nats.Msg, d time.Duration) (*nats.Msg, error) {
 				continue // the late answer to an earlier request of this box
 			}
 			if len(resp.Data) == 0 && resp.Header.Get("Status") == "503" {
-				return nil, nats.ErrNoResponders
+				return nil, Stored{}, nats.ErrNoResponders
 			}
-			return resp, nil
+			return resp, Stored{}, nil
+		case st, ok := <-alt:
+			if !ok {
+				return nil, Stored{}, errAltClosed
+			}
+			return nil, st, nil
 		case <-b.timer.C:
-			return nil, nats.ErrTimeout
+			return nil, Stored{}, nats.ErrTimeout
 		case <-lost:
-			return nil, errConnLost
+			return nil, Stored{}, errConnLost
+		case <-done:
+			return nil, Stored{}, context.Canceled
 		}
 	}
 }

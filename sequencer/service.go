@@ -311,10 +311,14 @@ func (s *Service) handler(p int) nats.MsgHandler {
 				Message: "game " + game + " belongs to partition " + strconv.Itoa(q)}})
 			return
 		}
+		live := m.Header.Get(wire.HdrAck) == wire.AckLive
 		err := s.app.Load().AppendAsync(game, m.Data, m.Header.Get(wire.HdrIdem), func(r Result, err error) {
 			if err != nil {
 				respond(m, errorReply(err))
 				return
+			}
+			if live && !r.Duplicate {
+				return // the live copy answers
 			}
 			respond(m, AppendReply{MsgID: r.MsgID, Seq: r.Seq, TS: r.TS, Duplicate: r.Duplicate})
 		})

@@ -364,7 +364,7 @@ func serveGateway(ctx context.Context, nc, live *nats.Conn, seqCfg sequencer.Con
 	}
 	defer feeds.Close()
 	var (
-		app gateway.Appender = sequencer.NewClient(nc, seqCfg)
+		app gateway.Appender = sequencer.NewClient(nc, seqCfg, sequencer.WithLiveAcks(feeds))
 		svc *sequencer.Service
 	)
 	if seq == embeddedSequencer {
@@ -372,7 +372,7 @@ func serveGateway(ctx context.Context, nc, live *nats.Conn, seqCfg sequencer.Con
 			return usageError{err}
 		}
 		// Partitions this process owns are appended without a NATS hop.
-		app = sequencer.NewLocalFirst(svc, sequencer.NewClient(nc, seqCfg))
+		app = sequencer.NewLocalFirst(svc, sequencer.NewClient(nc, seqCfg, sequencer.WithLiveAcks(feeds)))
 	}
 	// Replays older than the streams' retention come from the archive.
 	history := archiver.NewHistoryClient(nc, seqCfg.Namespace)

@@ -147,6 +147,16 @@ const (
 	// retries with the same key append at most once (within the stream's
 	// duplicate window).
 	HdrIdem = "Gr-Idem"
+	// HdrKey is on a live copy: the key the message was stored under
+	// (its Nats-Msg-Id in the stream), which is how an append that asked
+	// for no reply recognises its own message.
+	HdrKey = "Gr-Key"
+	// HdrAck in an append request set to AckLive asks the sequencer not to
+	// reply when the message is stored: the caller follows the game and
+	// learns the outcome from the live copy (HdrKey). Errors and
+	// duplicates are replied all the same.
+	HdrAck  = "Gr-Ack"
+	AckLive = "live"
 )
 
 // PageSize is the number of msg_ids per anchor page (see HdrAnchor).
