@@ -58,6 +58,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&ref.dir, "persist", "", "reference: store every message in embedded JetStream (R1, file storage in this directory) before relaying it")
 	fs.StringVar(&ref.nats, "persist-nats", "", "reference: store every message in the JetStream of these NATS servers (URLs, comma-separated) instead of an embedded one, in a stream of --persist-replicas replicas")
 	fs.IntVar(&ref.replicas, "persist-replicas", 1, "reference with --persist-nats: replicas of the stream the messages are stored in")
+	fs.IntVar(&ref.partitions, "persist-partitions", 1, "reference with --persist-checked: spread the games over this many streams, as gamerelay's partitions spread them")
 	fs.BoolVar(&ref.group, "persist-group", false, "reference with --persist or --persist-nats: store the messages waiting at once, of any game, as one JetStream message (group commit) instead of one publish each")
 	fs.BoolVar(&ref.checked, "persist-checked", false, "reference with --persist or --persist-nats: send each publish with the checks gamerelay's appends make (expected last sequence of the game's subject, a unique Nats-Msg-Id)")
 	fs.BoolVar(&suite, "suite", false, "run the standard suite against `gamerelay dev` and the reference, both started here (with --cluster: the cluster suite)")
@@ -123,6 +124,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type referenceFlags struct {
 	dir, nats      string // embedded JetStream's directory, or external NATS URLs
 	replicas       int
+	partitions     int
 	group, checked bool
 }
 
@@ -139,6 +141,10 @@ func (f referenceFlags) serve(ctx context.Context, listen string, log *slog.Logg
 		return usageError{fmt.Errorf("bench: --persist-replicas %d: want 1 to 5", f.replicas)}
 	case f.replicas > 1 && f.nats == "":
 		return usageError{errors.New("bench: --persist-replicas needs --persist-nats (the embedded store is one node)")}
+	case f.partitions < 1 || f.partitions > 1024:
+		return usageError{fmt.Errorf("bench: --persist-partitions %d: want 1 to 1024", f.partitions)}
+	case f.partitions > 1 && !f.checked:
+		return usageError{errors.New("bench: --persist-partitions needs --persist-checked")}
 	}
 	rf := bench.NewReference(log)
 	var nc *nats.Conn
@@ -162,15 +168,16 @@ func (f referenceFlags) serve(ctx context.Context, listen string, log *slog.Logg
 	}
 	if nc != nil {
 		defer nc.Close()
-		newPersist := bench.NewJetStreamPersist
+		var err error
 		switch {
 		case f.group:
-			newPersist = bench.NewJetStreamGroupPersist
+			rf.Persist, err = bench.NewJetStreamGroupPersist(ctx, nc, f.replicas)
 		case f.checked:
-			newPersist = bench.NewJetStreamCheckedPersist
+			rf.Persist, err = bench.NewJetStreamCheckedPersist(ctx, nc, f.replicas, f.partitions)
+		default:
+			rf.Persist, err = bench.NewJetStreamPersist(ctx, nc, f.replicas)
 		}
-		var err error
-		if rf.Persist, err = newPersist(ctx, nc, f.replicas); err != nil {
+		if err != nil {
 			return err
 		}
 	}

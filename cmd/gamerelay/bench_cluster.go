@@ -136,7 +136,7 @@ func newClusterServers(shape clusterShape, dir string) (*clusterServers, error) 
 	c.targets[srvFloor] = &clusterTarget{
 		onNATS: true,
 		procs: []*suiteProc{c.proc("reference+checked", self, "bench", "--mode", "reference", "--listen", hostPort(floor),
-			"--persist-nats", c.natsURLs, "--persist-replicas", strconv.Itoa(shape.replicas), "--persist-checked", "--log-level", "warn")},
+			"--persist-nats", c.natsURLs, "--persist-replicas", strconv.Itoa(shape.replicas), "--persist-partitions", strconv.Itoa(shape.partitions), "--persist-checked", "--log-level", "warn")},
 		ready: []string{"http://" + hostPort(floor) + "/"},
 		url:   "ws://" + hostPort(floor) + "/ws",
 	}
@@ -532,9 +532,10 @@ func clusterTable(runs []suiteRun, results []*bench.Report, failed []string, inf
 		fmt.Fprintf(&b, "- baseline, baseline embed: the same two shapes run by `%s`, given only the flags its\n  `--help` lists.\n", sh.baseline)
 	}
 	b.WriteString("- reference+checked: the bare relay storing each message, with the two checks every gamerelay append makes\n")
-	b.WriteString("  (expected last sequence of the game's subject, a unique Nats-Msg-Id), in an ")
-	fmt.Fprintf(&b, "R%d stream of the same cluster\n  before relaying it (`gamerelay bench --mode reference --persist-nats URLS --persist-replicas %d\n", sh.replicas, sh.replicas)
-	b.WriteString("  --persist-checked`): what storing every message costs on this cluster as gamerelay's design requires.\n")
+	b.WriteString("  (expected last sequence of the game's subject, a unique Nats-Msg-Id), in ")
+	fmt.Fprintf(&b, "%d R%d streams of the same cluster, the\n  games spread over them as gamerelay spreads them over its partitions, before relaying it (`gamerelay bench\n", sh.partitions, sh.replicas)
+	fmt.Fprintf(&b, "  --mode reference --persist-nats URLS --persist-replicas %d --persist-partitions %d --persist-checked`): what\n", sh.replicas, sh.partitions)
+	b.WriteString("  storing every message costs on this cluster as gamerelay's design requires.\n")
 	b.WriteString("- reference: the bare relay (`gamerelay bench --mode reference`: in memory, no persistence); the NATS nodes\n  idle meanwhile.\n\n")
 	b.WriteString("Server CPU and RSS are summed over the server's processes, the NATS nodes included for all but the bare\n")
 	b.WriteString("relay; \"NATS n %\" is the nodes' share of the CPU. While a server runs, only its processes and the NATS\n")

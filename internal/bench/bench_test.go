@@ -21,6 +21,7 @@ import (
 	"github.com/gamerelay/gamerelay/gateway"
 	"github.com/gamerelay/gamerelay/internal/embednats"
 	"github.com/gamerelay/gamerelay/internal/testutil"
+	"github.com/gamerelay/gamerelay/internal/wire"
 	"github.com/gamerelay/gamerelay/sequencer"
 )
 
@@ -149,7 +150,9 @@ func TestReferencePersists(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		new  func(context.Context, *nats.Conn, int) (func(string, []byte) error, error)
-	}{{"one publish each", NewJetStreamPersist}, {"group commit", NewJetStreamGroupPersist}, {"checked", NewJetStreamCheckedPersist}} {
+	}{{"one publish each", NewJetStreamPersist}, {"group commit", NewJetStreamGroupPersist}, {"checked", func(ctx context.Context, nc *nats.Conn, r int) (func(string, []byte) error, error) {
+		return NewJetStreamCheckedPersist(ctx, nc, r, 1)
+	}}} {
 		t.Run(mode.name, func(t *testing.T) {
 			ns := embednats.Server(t)
 			nc := embednats.Connect(t, ns.ClientURL())
@@ -218,7 +221,7 @@ func TestCheckedPersistChecks(t *testing.T) {
 	nc := embednats.Connect(t, ns.ClientURL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	persist, err := NewJetStreamCheckedPersist(ctx, nc, 1)
+	persist, err := NewJetStreamCheckedPersist(ctx, nc, 1, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,6 +263,44 @@ func TestCheckedPersistChecks(t *testing.T) {
 	}
 	if err := persist("b.c", []byte("b.c-3")); err != nil {
 		t.Fatalf("the other room: %v", err)
+	}
+}
+
+// With partitions, the checked floor spreads the rooms over that many
+// streams as gamerelay spreads games, each room on its partition's stream.
+func TestCheckedPersistPartitions(t *testing.T) {
+	ns := embednats.Server(t)
+	nc := embednats.Connect(t, ns.ClientURL())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const parts = 4
+	persist, err := NewJetStreamCheckedPersist(ctx, nc, 1, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]uint64, parts)
+	for i := range 40 {
+		room := "room-" + strconv.Itoa(i)
+		for j := range 2 {
+			if err := persist(room, []byte(fmt.Sprintf("%s-%d", room, j))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want[wire.Partition(room, parts)] += 2
+	}
+	js, _ := jetstream.New(nc)
+	for p := range parts {
+		st, err := js.Stream(ctx, PersistStream+"_"+strconv.Itoa(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs != want[p] || want[p] == 0 {
+			t.Fatalf("stream %d holds %d messages, want %d (rooms spread as gamerelay spreads games)", p, info.State.Msgs, want[p])
+		}
 	}
 }
 

@@ -13,10 +13,41 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
-// PersistStream holds what the persisting reference relay stores.
+// PersistStream holds what the persisting reference relay stores; with
+// several partitions, PersistStream_0 … PersistStream_<n-1> do.
 const PersistStream = "BENCH_REFERENCE"
+
+// persistLayout spreads the rooms over partitions streams as gamerelay
+// spreads games (wire.Partition), so that a floor measured on a cluster
+// has as many RAFT groups, and as much batching per group, as the
+// gamerelay installation it is compared with.
+type persistLayout struct{ partitions int }
+
+func (l persistLayout) stream(p int) string {
+	if l.partitions <= 1 {
+		return PersistStream
+	}
+	return PersistStream + "_" + strconv.Itoa(p)
+}
+
+func (l persistLayout) subjects(p int) string {
+	if l.partitions <= 1 {
+		return "bench.reference.>"
+	}
+	return "bench.reference." + strconv.Itoa(p) + ".>"
+}
+
+// subject is the subject of room's frames.
+func (l persistLayout) subject(room string) string {
+	if l.partitions <= 1 {
+		return roomSubject(room)
+	}
+	return "bench.reference." + strconv.Itoa(wire.Partition(room, l.partitions)) + "." + subjectSafe.Replace(room)
+}
 
 // NewJetStreamPersist returns a Reference.Persist that publishes each frame
 // to a JetStream stream (created here with the given replicas, 0 meaning
@@ -42,10 +73,14 @@ var subjectSafe = strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
 // the room's subject (what keeps gamerelay's numbering gapless with any
 // number of sequencers) and a unique Nats-Msg-Id (what makes its retries
 // idempotent, in the stream's duplicate window). It is the floor of
-// persisting every message as gamerelay's design requires.
-func NewJetStreamCheckedPersist(ctx context.Context, nc *nats.Conn, replicas int) (func(room string, frame []byte) error, error) {
-	if err := createPersistStream(ctx, nc, replicas); err != nil {
-		return nil, err
+// persisting every message as gamerelay's design requires. The rooms are
+// spread over partitions streams (at least one) as gamerelay spreads games.
+func NewJetStreamCheckedPersist(ctx context.Context, nc *nats.Conn, replicas, partitions int) (func(room string, frame []byte) error, error) {
+	layout := persistLayout{partitions}
+	for p := range max(partitions, 1) {
+		if err := createStream(ctx, nc, replicas, layout.stream(p), layout.subjects(p)); err != nil {
+			return nil, err
+		}
 	}
 	var (
 		mu   sync.Mutex
@@ -55,7 +90,7 @@ func NewJetStreamCheckedPersist(ctx context.Context, nc *nats.Conn, replicas int
 	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 	// The Reference calls this in each room's order, one frame at a time.
 	return func(room string, frame []byte) error {
-		subject := roomSubject(room)
+		subject := layout.subject(room)
 		mu.Lock()
 		prev := last[subject]
 		mu.Unlock()
@@ -148,25 +183,30 @@ func NewJetStreamGroupPersist(ctx context.Context, nc *nats.Conn, replicas int) 
 }
 
 func createPersistStream(ctx context.Context, nc *nats.Conn, replicas int) error {
+	l := persistLayout{1}
+	return createStream(ctx, nc, replicas, l.stream(0), l.subjects(0))
+}
+
+func createStream(ctx context.Context, nc *nats.Conn, replicas int, name, subjects string) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:     PersistStream,
-		Subjects: []string{"bench.reference.>"},
+		Name:     name,
+		Subjects: []string{subjects},
 		Storage:  jetstream.FileStorage,
 		Replicas: max(replicas, 1),
 		MaxAge:   time.Hour,
 	})
 	if err != nil {
-		return fmt.Errorf("bench: create stream %s: %w", PersistStream, err)
+		return fmt.Errorf("bench: create stream %s: %w", name, err)
 	}
 	// A replicated stream takes publishes once its replicas elected a
 	// leader, which may come after its creation was acknowledged.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		st, err := js.Stream(ctx, PersistStream)
+		st, err := js.Stream(ctx, name)
 		if err == nil {
 			info, err := st.Info(ctx)
 			if err == nil && (info.Cluster == nil || info.Cluster.Leader != "" || replicas <= 1) {
@@ -174,7 +214,7 @@ func createPersistStream(ctx context.Context, nc *nats.Conn, replicas int) error
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: stream %s has no leader after 30s", PersistStream)
+			return fmt.Errorf("bench: stream %s has no leader after 30s", name)
 		}
 		select {
 		case <-ctx.Done():
