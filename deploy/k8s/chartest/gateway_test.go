@@ -2,6 +2,7 @@ package chartest
 
 import (
 	"slices"
+	"strconv"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -239,7 +240,7 @@ func TestGatewayAdmissionFlags(t *testing.T) {
 		env map[string]string
 	}{
 		{"default", map[string]string{
-			"GAMERELAY_MAX_CONNS":          "0",
+			"GAMERELAY_MAX_CONNS":          "3000",
 			"GAMERELAY_TRUSTED_PROXIES":    absent,
 			"GAMERELAY_MAX_CONNS_PER_ADDR": "0",
 			"GAMERELAY_JOIN_RATE":          "0",
@@ -256,7 +257,7 @@ func TestGatewayAdmissionFlags(t *testing.T) {
 			"GAMERELAY_ANONYMOUS_PREFIX":   "public-",
 		}},
 		{"production", map[string]string{
-			"GAMERELAY_MAX_CONNS":          "100000",
+			"GAMERELAY_MAX_CONNS":          "6000",
 			"GAMERELAY_TRUSTED_PROXIES":    "10.244.0.0/16",
 			"GAMERELAY_MAX_CONNS_PER_ADDR": "200",
 			"GAMERELAY_JOIN_RATE":          "20",
@@ -284,6 +285,40 @@ func TestGatewayAdmissionFlags(t *testing.T) {
 			}
 			c, _, _ := gatewayOf(t, vs)
 			checkEnv(t, tc.set, c, tc.env)
+		})
+	}
+}
+
+// connMiB is docs/capacity.md's planning figure for a gateway connection:
+// a player whose game the pod hosts for it alone, the game's feed cache
+// full. liveShare is the share of the memory limit the live heap may
+// reach at the connection cap, the rest being the Go runtime's headroom.
+const (
+	connMiB   = 0.47
+	liveShare = 0.75
+)
+
+// The shipped values size the gateway as docs/capacity.md says: a
+// connection cap, which a full pod's memory holds, and a memory request
+// equal to the limit.
+func TestShippedGatewaySizing(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"default", "production"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c, _, _ := gatewayOf(t, valueSetNamed(t, name))
+			v, _ := env(c, "GAMERELAY_MAX_CONNS")
+			conns, err := strconv.Atoi(v)
+			if err != nil || conns <= 0 {
+				t.Fatalf("GAMERELAY_MAX_CONNS=%q: want a connection cap", v)
+			}
+			limit, request := c.Resources.Limits[corev1.ResourceMemory], c.Resources.Requests[corev1.ResourceMemory]
+			if limit.Cmp(request) != 0 {
+				t.Errorf("memory request %s, limit %s: want them equal (a full pod uses its limit)", request.String(), limit.String())
+			}
+			if live := float64(conns) * connMiB * (1 << 20); live > liveShare*float64(limit.Value()) {
+				t.Errorf("maxConns %d x %.2f MiB = %.0f MiB, more than %.0f %% of the %s memory limit", conns, connMiB, live/(1<<20), 100*liveShare, limit.String())
+			}
 		})
 	}
 }
