@@ -98,13 +98,23 @@ func NewJetStreamCheckedPersist(ctx context.Context, nc *nats.Conn, replicas, pa
 			"Nats-Expected-Last-Subject-Sequence": {strconv.FormatUint(prev, 10)},
 			"Nats-Msg-Id":                         {prefix + strconv.FormatUint(ids.Add(1), 10)},
 		}}
-		resp, err := nc.RequestMsg(m, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		seq, err := ackSeq(resp.Data)
-		if err != nil {
-			return err
+		var seq uint64
+		for attempt := 0; ; attempt++ {
+			resp, err := nc.RequestMsg(m, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			seq, err = ackSeq(resp.Data)
+			if err == nil {
+				break
+			}
+			// A replicated stream refuses the check while the subject's
+			// previous message is still being applied (10164); gamerelay's
+			// sequencer publishes again, and so does the floor.
+			if !bytes.Contains(resp.Data, []byte(`"err_code":10164`)) || attempt == 100 {
+				return err
+			}
+			time.Sleep(time.Millisecond)
 		}
 		mu.Lock()
 		last[subject] = seq
