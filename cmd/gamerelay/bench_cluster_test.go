@@ -18,7 +18,7 @@ import (
 // benchChildEnv makes this test binary a server of the cluster suite:
 // with "-c FILE" a NATS node run from that configuration file (as
 // nats-server would be; embedded, so the tests need no nats-server
-// binary), with "--version" the version of such a node, else gamerelay
+// binary; SIGHUP reloads the file), with "--version" the version of such a node, else gamerelay
 // with its arguments.
 const benchChildEnv = "BENCHTEST_CHILD=1"
 
@@ -50,7 +50,22 @@ func benchChild(args []string) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
-		<-ctx.Done()
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		for {
+			select {
+			case <-hup:
+				// As nats-server does: re-read the configuration file.
+				if err := s.Reload(); err != nil {
+					fmt.Fprintln(os.Stderr, "reload:", err)
+				} else {
+					fmt.Fprintln(os.Stderr, "reloaded")
+				}
+				continue
+			case <-ctx.Done():
+			}
+			break
+		}
 		s.Shutdown()
 		s.WaitForShutdown()
 		return 0

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -301,22 +304,17 @@ func TestNATSPasswordFile(t *testing.T) {
 		}
 	}
 	write("first-PASSWORD")
-	o := embednats.Options{StoreDir: t.TempDir(), Users: map[string]string{"gamerelay-sequencer": "first-PASSWORD"}}
-	ns, err := embednats.Run(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	// The NATS server runs in a child process, as nats-server would: a
+	// reload that drops clients while they reconnect trips a data race
+	// inside nats-server, which the race detector would pin on this test.
+	node := startChildNATS(t, "gamerelay-sequencer", "first-PASSWORD")
 
 	adm := freeAddr(t)
-	seq := startRole(t, runSequencer, "--nats", ns.ClientURL(), "--nats-user", "gamerelay-sequencer", "--nats-password-file", pwFile, "--admin", adm, "--log-level", "info")
+	seq := startRole(t, runSequencer, "--nats", node.url, "--nats-user", "gamerelay-sequencer", "--nats-password-file", pwFile, "--admin", adm, "--log-level", "info")
 	waitReady(t, "http://"+adm+"/readyz", nil)
 
 	write("second-PASSWORD")
-	o.Users = map[string]string{"gamerelay-sequencer": "second-PASSWORD"}
-	if err := embednats.Reload(ns, o); err != nil {
-		t.Fatal(err)
-	}
+	node.reload(t, "gamerelay-sequencer", "second-PASSWORD")
 	seq.waitLog(t, "nats disconnected")
 	seq.waitLog(t, "nats reconnected")
 	waitReady(t, "http://"+adm+"/readyz", nil)
@@ -329,9 +327,65 @@ func TestNATSPasswordFile(t *testing.T) {
 
 	// A wrong password is refused.
 	write("wrong-PASSWORD")
-	r := startRole(t, runSequencer, "--nats", ns.ClientURL(), "--nats-user", "gamerelay-sequencer", "--nats-password-file", pwFile, "--admin", freeAddr(t), "--log-level", "warn")
+	r := startRole(t, runSequencer, "--nats", node.url, "--nats-user", "gamerelay-sequencer", "--nats-password-file", pwFile, "--admin", freeAddr(t), "--log-level", "warn")
 	r.waitLog(t, "nats connection attempts failed")
 	if err := r.stop(); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization violation") || strings.Contains(err.Error(), "PASSWORD") {
 		t.Fatalf("sequencer exit: %v, want an authorization violation", err)
 	}
+}
+
+// childNATS is a NATS server with JetStream run by this test binary in a
+// process of its own (benchChild), from a configuration file.
+type childNATS struct {
+	url, conf, dir string
+	cmd            *exec.Cmd
+	log            *syncBuffer
+}
+
+func startChildNATS(t *testing.T, user, password string) *childNATS {
+	t.Helper()
+	dir := t.TempDir()
+	n := &childNATS{url: "nats://" + freeAddr(t), conf: filepath.Join(dir, "nats.conf"), dir: dir, log: &syncBuffer{}}
+	n.writeConf(t, user, password)
+	n.cmd = exec.Command(os.Args[0], "-c", n.conf)
+	n.cmd.Env = append(os.Environ(), benchChildEnv)
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		_ = n.cmd.Wait()
+	})
+	testutil.WaitFor(t, 20*time.Second, "the NATS child listening", func() bool {
+		c, err := net.DialTimeout("tcp", strings.TrimPrefix(n.url, "nats://"), time.Second)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	})
+	return n
+}
+
+func (n *childNATS) writeConf(t *testing.T, user, password string) {
+	t.Helper()
+	conf := fmt.Sprintf("listen: %q\njetstream { store_dir: %q }\nauthorization { users = [ { user: %q, password: %q } ] }\n",
+		strings.TrimPrefix(n.url, "nats://"), filepath.Join(n.dir, "js"), user, password)
+	if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reload changes the user's password and makes the server re-read its
+// configuration (SIGHUP).
+func (n *childNATS) reload(t *testing.T, user, password string) {
+	t.Helper()
+	n.writeConf(t, user, password)
+	before := strings.Count(n.log.String(), "reloaded")
+	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the NATS child reloaded", func() bool {
+		return strings.Count(n.log.String(), "reloaded") > before
+	})
 }

@@ -82,17 +82,6 @@ func Run(o Options) (*server.Server, error) {
 	return s, nil
 }
 
-// Reload applies o to s, a server Run started with the same Host, Port
-// (its actual one), StoreDir and Name: as a configuration reload does, it
-// changes users, keys and TLS and closes the connections they no longer
-// admit.
-func Reload(s *server.Server, o Options) error {
-	if o.Port == 0 {
-		o.Port = s.Addr().(*net.TCPAddr).Port
-	}
-	return s.ReloadOptions(o.serverOptions())
-}
-
 // Server starts a single-node JetStream server for t.
 func Server(t testing.TB) *server.Server {
 	t.Helper()
