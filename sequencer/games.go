@@ -23,21 +23,10 @@ type Games struct {
 	// Static after construction.
 	js     jetstream.JetStream
 	bucket string
-	readFn func(context.Context, string) (bool, error) // read; tests replace it
 
 	mu sync.Mutex
 	// Guarded by mu.
-	kv      jetstream.KeyValue
-	lookups map[string]*createdLookup // Created's reads in flight, by game
-}
-
-// createdLookup is one read of a game's entry that concurrent Created
-// calls for the game share: a crowd joining one game makes one read at a
-// time, not one each.
-type createdLookup struct {
-	done    chan struct{} // closed when created and err are set
-	created bool
-	err     error
+	kv jetstream.KeyValue
 }
 
 // NewGames returns the registry of the installation cfg describes.
@@ -46,9 +35,7 @@ func NewGames(nc *nats.Conn, cfg Config) (*Games, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Games{js: js, bucket: cfg.withDefaults().names().GamesBucket()}
-	g.readFn = g.read
-	return g, nil
+	return &Games{js: js, bucket: cfg.withDefaults().names().GamesBucket()}, nil
 }
 
 // OpenGames is NewGames that opens the bucket at once (see Provision).
@@ -94,44 +81,11 @@ func (g *Games) MarkCreated(ctx context.Context, game string) error {
 	return err
 }
 
-// Created reports whether game was created with tokens. Calls for the same
-// game while a read of its entry is in flight share that read's answer
-// (the read started after they were called began, at the latest when the
-// first of them did).
+// Created reports whether game was created with tokens.
 func (g *Games) Created(ctx context.Context, game string) (bool, error) {
 	if wire.ValidateGame(game) != nil {
 		return false, nil
 	}
-	g.mu.Lock()
-	l := g.lookups[game]
-	if l == nil {
-		l = &createdLookup{done: make(chan struct{})}
-		if g.lookups == nil {
-			g.lookups = make(map[string]*createdLookup)
-		}
-		g.lookups[game] = l
-		g.mu.Unlock()
-		// Not bound to this caller's ctx: the others wait on it too.
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		l.created, l.err = g.readFn(rctx, game)
-		cancel()
-		g.mu.Lock()
-		delete(g.lookups, game)
-		g.mu.Unlock()
-		close(l.done)
-	} else {
-		g.mu.Unlock()
-	}
-	select {
-	case <-l.done:
-		return l.created, l.err
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-}
-
-// read looks up game's entry.
-func (g *Games) read(ctx context.Context, game string) (bool, error) {
 	kv, err := g.open(ctx)
 	if err != nil {
 		return false, err
