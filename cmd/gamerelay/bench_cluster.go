@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gamerelay/gamerelay/internal/bench"
+	"github.com/gamerelay/gamerelay/internal/localproc"
 )
 
 // The cluster suite runs the standard cases against production's shape on
@@ -86,7 +87,7 @@ type clusterServers struct {
 	// Static after construction.
 	shape     clusterShape
 	dir       string // configuration, data and logs
-	sp        *spawner
+	sp        *localproc.Spawner
 	nats      []*suiteProc
 	natsPort  []int
 	natsHTTP  []int
@@ -105,7 +106,7 @@ type clusterServers struct {
 // --help lists; one the suite needs missing is an error.
 func newClusterServers(shape clusterShape, dir string) (*clusterServers, error) {
 	per := shape.sequencers + 2*shape.gateways // a gamerelay shape's ports
-	ports, err := freePorts(3*natsNodes + 4*per + 2)
+	ports, err := localproc.FreePorts(3*natsNodes + 4*per + 2)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +115,7 @@ func newClusterServers(shape clusterShape, dir string) (*clusterServers, error) 
 	c.natsPort, c.natsHTTP, c.natsRoute = take(natsNodes), take(natsNodes), take(natsNodes)
 	var urls []string
 	for _, p := range c.natsPort {
-		urls = append(urls, "nats://"+hostPort(p))
+		urls = append(urls, "nats://"+localproc.HostPort(p))
 	}
 	c.natsURLs = strings.Join(urls, ",")
 	for i := range natsNodes {
@@ -128,17 +129,17 @@ func newClusterServers(shape clusterShape, dir string) (*clusterServers, error) 
 	self := shape.gamerelay
 	ref := take(1)[0]
 	c.targets[srvReference] = &clusterTarget{
-		procs: []*suiteProc{c.proc("reference", self, "bench", "--mode", "reference", "--listen", hostPort(ref), "--log-level", "warn")},
-		ready: []string{"http://" + hostPort(ref) + "/"},
-		url:   "ws://" + hostPort(ref) + "/ws",
+		procs: []*suiteProc{c.proc("reference", self, "bench", "--mode", "reference", "--listen", localproc.HostPort(ref), "--log-level", "warn")},
+		ready: []string{"http://" + localproc.HostPort(ref) + "/"},
+		url:   "ws://" + localproc.HostPort(ref) + "/ws",
 	}
 	floor := take(1)[0]
 	c.targets[srvFloor] = &clusterTarget{
 		onNATS: true,
-		procs: []*suiteProc{c.proc("reference+checked", self, "bench", "--mode", "reference", "--listen", hostPort(floor),
+		procs: []*suiteProc{c.proc("reference+checked", self, "bench", "--mode", "reference", "--listen", localproc.HostPort(floor),
 			"--persist-nats", c.natsURLs, "--persist-replicas", strconv.Itoa(shape.replicas), "--persist-partitions", strconv.Itoa(shape.partitions), "--persist-checked", "--log-level", "warn")},
-		ready: []string{"http://" + hostPort(floor) + "/"},
-		url:   "ws://" + hostPort(floor) + "/ws",
+		ready: []string{"http://" + localproc.HostPort(floor) + "/"},
+		url:   "ws://" + localproc.HostPort(floor) + "/ws",
 	}
 	type variant struct {
 		name, bin, ns string
@@ -159,7 +160,7 @@ func newClusterServers(shape clusterShape, dir string) (*clusterServers, error) 
 			return nil, err
 		}
 	}
-	c.sp = newSpawner()
+	c.sp = localproc.NewSpawner()
 	return c, nil
 }
 
@@ -186,19 +187,19 @@ func (c *clusterServers) gamerelayTarget(name, bin, ns string, embed bool, known
 	if !embed {
 		for i, admin := range take(sh.sequencers) {
 			args, err := known.args("sequencer", append(slices.Clone(common),
-				flagArg{name: "admin", value: hostPort(admin)},
+				flagArg{name: "admin", value: localproc.HostPort(admin)},
 				flagArg{name: "instance", value: fmt.Sprintf("%s-seq%d", ns, i), optional: true}))
 			if err != nil {
 				return nil, fmt.Errorf("%s (%s): %w", name, bin, err)
 			}
 			t.procs = append(t.procs, c.proc(fmt.Sprintf("%s sequencer %d", name, i), bin, args...))
-			t.ready = append(t.ready, "http://"+hostPort(admin)+"/readyz")
+			t.ready = append(t.ready, "http://"+localproc.HostPort(admin)+"/readyz")
 		}
 	}
 	var urls []string
 	for i := range sh.gateways {
 		p := take(2)
-		listen, admin := hostPort(p[0]), hostPort(p[1])
+		listen, admin := localproc.HostPort(p[0]), localproc.HostPort(p[1])
 		flags := append(slices.Clone(common),
 			flagArg{name: "listen", value: listen},
 			flagArg{name: "admin", value: admin},
@@ -282,32 +283,10 @@ func (c *clusterServers) natsConfigPath(i int) string {
 	return filepath.Join(c.dir, fmt.Sprintf("nats-n%d.conf", i))
 }
 
-// natsConfig is node i's configuration in NATS incarnation inc. It
-// follows deploy/k8s/nats-values.yaml where it matters here: file
-// storage, sync_interval 10s, a 3-node cluster, pings every second on
-// client connections and routes.
+// natsConfig is node i's configuration in NATS incarnation inc.
 func (c *clusterServers) natsConfig(i, inc int) string {
-	var routes []string
-	for _, p := range c.natsRoute {
-		routes = append(routes, "nats-route://"+hostPort(p))
-	}
-	return fmt.Sprintf(`server_name: n%d
-listen: %q
-http: %q
-ping_interval: "1s"
-ping_max: 3
-jetstream {
-  store_dir: %q
-  sync_interval: "10s"
-}
-cluster {
-  name: bench
-  listen: %q
-  routes: [%s]
-  ping_interval: "1s"
-  ping_max: 3
-}
-`, i, hostPort(c.natsPort[i]), hostPort(c.natsHTTP[i]), c.natsData(i, inc), hostPort(c.natsRoute[i]), strings.Join(routes, ", "))
+	return localproc.NATSNode{Name: fmt.Sprintf("n%d", i), Cluster: "bench", Port: c.natsPort[i], HTTP: c.natsHTTP[i],
+		Route: c.natsRoute[i], Routes: c.natsRoute, StoreDir: c.natsData(i, inc)}.Config()
 }
 
 func (c *clusterServers) natsData(i, inc int) string {
@@ -333,7 +312,7 @@ func (c *clusterServers) startNATS(ctx context.Context) error {
 		}
 	}
 	for i, p := range c.nats {
-		if err := waitHTTP(ctx, "http://"+hostPort(c.natsHTTP[i])+"/healthz", p); err != nil {
+		if err := waitHTTP(ctx, "http://"+localproc.HostPort(c.natsHTTP[i])+"/healthz", p); err != nil {
 			return fmt.Errorf("%s: %w (log: %s)", p.name, err, p.log)
 		}
 	}
@@ -419,7 +398,7 @@ func (c *clusterServers) close() {
 		t.stop()
 	}
 	c.stopNATS()
-	c.sp.close()
+	c.sp.Close()
 }
 
 // natsVersion is what natsServer --version says, or "unknown".

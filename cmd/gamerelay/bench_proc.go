@@ -2,20 +2,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gamerelay/gamerelay/internal/localproc"
 )
 
 // suiteProc is one server process of a benchmark suite. It is signalled
@@ -33,7 +30,7 @@ type suiteProc struct {
 }
 
 // start runs a new incarnation; the previous one must have exited.
-func (p *suiteProc) start(sp *spawner) error {
+func (p *suiteProc) start(sp *localproc.Spawner) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil && !isClosed(p.done) {
@@ -55,9 +52,9 @@ func (p *suiteProc) start(sp *spawner) error {
 	}
 	// Own process group: a terminal's ^C reaches only the suite, which
 	// stops its servers. Pdeathsig: if the suite dies without stopping
-	// them, the kernel kills them (see spawner).
+	// them, the kernel kills them (see localproc.Spawner).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := sp.start(cmd); err != nil {
+	if err := sp.Start(cmd); err != nil {
 		if logf != nil {
 			logf.Close()
 		}
@@ -127,51 +124,6 @@ func childEnv() []string {
 	return env
 }
 
-// spawner starts every server from one goroutine locked to its OS
-// thread: Linux delivers Pdeathsig when the thread that forked a child
-// ends, and Go ends a thread only when a goroutine locked to it exits, so
-// the servers die with the suite and not before.
-type spawner struct {
-	reqs chan spawnReq
-	quit chan struct{}
-	once sync.Once
-}
-
-type spawnReq struct {
-	cmd *exec.Cmd
-	err chan error
-}
-
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan spawnReq), quit: make(chan struct{})}
-	go func() {
-		runtime.LockOSThread()
-		// Never unlocked: the thread ends with the goroutine, after close.
-		for {
-			select {
-			case r := <-s.reqs:
-				r.err <- r.cmd.Start()
-			case <-s.quit:
-				return
-			}
-		}
-	}()
-	return s
-}
-
-func (s *spawner) start(cmd *exec.Cmd) error {
-	r := spawnReq{cmd: cmd, err: make(chan error, 1)}
-	select {
-	case s.reqs <- r:
-		return <-r.err
-	case <-s.quit:
-		return errors.New("spawner closed")
-	}
-}
-
-// close ends the spawner's thread; call it after every child is dead.
-func (s *spawner) close() { s.once.Do(func() { close(s.quit) }) }
-
 // waitHTTP polls url until it answers with a status below 500, at most
 // 30 s; it gives up early if p (when not nil) exits.
 func waitHTTP(ctx context.Context, url string, p ...*suiteProc) error {
@@ -197,44 +149,3 @@ func waitHTTP(ctx context.Context, url string, p ...*suiteProc) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-// freePorts picks n distinct free ports on 127.0.0.1 below the kernel's
-// ephemeral range (where outgoing connections take their local ports),
-// so none is taken by a client connection between now and its server's
-// start.
-func freePorts(n int) ([]int, error) {
-	lo := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil {
-				lo = v
-			}
-		}
-	}
-	const base = 10000
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 100*n {
-			return nil, errors.New("bench: no free ports")
-		}
-		addr := "127.0.0.1:0" // a range reaching down here: take any port
-		if lo-base >= 1000 {
-			addr = hostPort(base + rand.IntN(lo-base))
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-func hostPort(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }

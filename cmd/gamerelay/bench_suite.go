@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gamerelay/gamerelay/internal/bench"
+	"github.com/gamerelay/gamerelay/internal/localproc"
 )
 
 // The generated part of docs/benchmarks.md lies between these markers.
@@ -135,7 +136,7 @@ type devServer struct {
 // devServers are `gamerelay dev` and the reference relays, each its own
 // process, all running for the whole suite.
 type devServers struct {
-	sp      *spawner
+	sp      *localproc.Spawner
 	servers map[string]*devServer
 }
 
@@ -175,7 +176,7 @@ func (d *devServers) close() {
 	for _, s := range d.servers {
 		s.proc.stop()
 	}
-	d.sp.close()
+	d.sp.Close()
 }
 
 // runSuite starts `gamerelay dev` and the reference relay as separate
@@ -223,7 +224,7 @@ func runSuite(ctx context.Context, out string, short bool, w io.Writer) error {
 			"--nats-listen", devNATS, "--token-secret", suiteSecret, "--archive=false", "--log-level", "error",
 			"--max-clients-per-game", "20000"}
 	}
-	srv := &devServers{sp: newSpawner(), servers: map[string]*devServer{
+	srv := &devServers{sp: localproc.NewSpawner(), servers: map[string]*devServer{
 		"gamerelay":         dev,
 		"reference":         reference("reference", refListen, ""),
 		"reference+js":      reference("reference+js", refJSListen, "reference-js"),

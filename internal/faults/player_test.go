@@ -20,6 +20,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/gamerelay/gamerelay/internal/localproc"
 )
 
 // Players' behaviour. The reconnect backoff is the JS client's default
@@ -516,7 +518,7 @@ type wsConn struct {
 
 func dial(ctx context.Context, port int) (*wsConn, error) {
 	d := ws.Dialer{Timeout: dialTimeout}
-	conn, br, _, err := d.Dial(ctx, "ws://"+hostPort(port)+"/ws")
+	conn, br, _, err := d.Dial(ctx, "ws://"+localproc.HostPort(port)+"/ws")
 	if err != nil {
 		return nil, err
 	}

@@ -3,15 +3,15 @@
 package faults
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gamerelay/gamerelay/internal/localproc"
 )
 
 // proc is one child process of the suite, restartable with the same
@@ -23,7 +23,7 @@ type proc struct {
 	argv    []string // program and arguments
 	env     []string // added to the filtered environment
 	logPath string   // stdout and stderr of every incarnation, appended
-	sp      *spawner
+	sp      *localproc.Spawner
 
 	mu         sync.Mutex
 	cmd        *exec.Cmd     // current or last incarnation; nil before start
@@ -54,9 +54,9 @@ func (p *proc) start() error {
 	cmd.Env = append(childEnv(), p.env...)
 	// Own process group: a terminal's ^C reaches only the test, which
 	// cleans up. Pdeathsig: if the test process dies without cleaning up
-	// (a -timeout panic), the kernel kills the children (see spawner).
+	// (a -timeout panic), the kernel kills the children (see localproc.Spawner).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.sp.start(cmd); err != nil {
+	if err := p.sp.Start(cmd); err != nil {
 		logf.Close()
 		return fmt.Errorf("%s: %w", p.name, err)
 	}
@@ -180,51 +180,3 @@ func (p *proc) cleanup() {
 		_ = p.kill()
 	}
 }
-
-// spawner starts every child from one goroutine locked to its OS thread
-// for the whole test: Linux delivers Pdeathsig when the thread that
-// forked a child ends, and Go may end a thread only when a goroutine
-// locked to it exits, so the children die with the test process and not
-// before.
-type spawner struct {
-	reqs chan spawnReq
-	quit chan struct{}
-	once sync.Once
-}
-
-type spawnReq struct {
-	cmd *exec.Cmd
-	err chan error
-}
-
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan spawnReq), quit: make(chan struct{})}
-	go func() {
-		runtime.LockOSThread()
-		// Never unlocked: the thread ends with the goroutine, after close.
-		for {
-			select {
-			case r := <-s.reqs:
-				r.err <- r.cmd.Start()
-			case <-s.quit:
-				return
-			}
-		}
-	}()
-	return s
-}
-
-var errSpawnerClosed = errors.New("spawner closed")
-
-func (s *spawner) start(cmd *exec.Cmd) error {
-	r := spawnReq{cmd: cmd, err: make(chan error, 1)}
-	select {
-	case s.reqs <- r:
-		return <-r.err
-	case <-s.quit:
-		return errSpawnerClosed
-	}
-}
-
-// close ends the spawner's thread; call it after every child is dead.
-func (s *spawner) close() { s.once.Do(func() { close(s.quit) }) }

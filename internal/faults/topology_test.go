@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +25,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/gamerelay/gamerelay/internal/localproc"
 	"github.com/gamerelay/gamerelay/internal/wire"
 )
 
@@ -54,7 +53,7 @@ func (tp *topology) sequencerArgs(i, incarnation int) []string {
 		"--partitions", strconv.Itoa(partitions),
 		"--replicas", strconv.Itoa(replicas),
 		"--instance", fmt.Sprintf("seq%d-%d", i, incarnation),
-		"--admin", hostPort(tp.seqAdmin[i]),
+		"--admin", localproc.HostPort(tp.seqAdmin[i]),
 		"--log-format", "text",
 	)
 }
@@ -63,8 +62,8 @@ func (tp *topology) gatewayArgs(i int) []string {
 	return tp.gamerelayArgs("gateway",
 		"--nats", tp.natsURLs,
 		"--partitions", strconv.Itoa(partitions),
-		"--listen", hostPort(tp.gwPort[i]),
-		"--admin", hostPort(tp.gwAdmin[i]),
+		"--listen", localproc.HostPort(tp.gwPort[i]),
+		"--admin", localproc.HostPort(tp.gwAdmin[i]),
 		"--allow-anonymous",
 		"--log-format", "text",
 	)
@@ -76,7 +75,7 @@ func (tp *topology) archiverArgs() []string {
 		"--partitions", strconv.Itoa(partitions),
 		"--mongo", tp.mongoURI(),
 		"--db", database,
-		"--admin", hostPort(tp.archAdmin),
+		"--admin", localproc.HostPort(tp.archAdmin),
 		"--log-format", "text",
 	)
 }
@@ -93,46 +92,22 @@ func (tp *topology) natsArgs(i int) []string {
 	return append(argv, strings.Fields(os.Getenv("FAULTS_EXTRA_FLAGS_NATS"))...)
 }
 
-// natsConfig mirrors deploy/k8s/nats-values.yaml where it matters here:
-// file storage, a 3-node cluster, sync_interval 10s, and short pings on
-// client connections and routes, so the servers drop a hung peer (and the
-// subscriptions, queue group members among them, behind it) within a few
-// seconds instead of minutes.
+// natsConfig is node i's configuration (see localproc.NATSNode).
 func (tp *topology) natsConfig(i int) string {
-	var routes []string
-	for _, p := range tp.natsCluster {
-		routes = append(routes, fmt.Sprintf("nats-route://%s", hostPort(p)))
-	}
-	return fmt.Sprintf(`server_name: n%d
-listen: %q
-http: %q
-ping_interval: "1s"
-ping_max: 3
-jetstream {
-  store_dir: %q
-  sync_interval: "10s"
-}
-cluster {
-  name: faults
-  listen: %q
-  routes: [%s]
-  ping_interval: "1s"
-  ping_max: 3
-}
-`, i, hostPort(tp.natsPort[i]), hostPort(tp.natsHTTP[i]), filepath.Join(tp.dir, fmt.Sprintf("n%d", i)),
-		hostPort(tp.natsCluster[i]), strings.Join(routes, ", "))
+	return localproc.NATSNode{Name: fmt.Sprintf("n%d", i), Cluster: "faults", Port: tp.natsPort[i], HTTP: tp.natsHTTP[i],
+		Route: tp.natsCluster[i], Routes: tp.natsCluster, StoreDir: filepath.Join(tp.dir, fmt.Sprintf("n%d", i))}.Config()
 }
 
 // mongoArgs runs this test binary as the MongoDB-wire server (TestMain).
 func (tp *topology) mongoEnv() []string {
 	return []string{
 		childEnvRole + "=mongo",
-		childEnvMongoAddr + "=" + hostPort(tp.mongoPort),
+		childEnvMongoAddr + "=" + localproc.HostPort(tp.mongoPort),
 		childEnvMongoDir + "=" + filepath.Join(tp.dir, "ferretdb"),
 	}
 }
 
-func (tp *topology) mongoURI() string { return "mongodb://" + hostPort(tp.mongoPort) + "/" }
+func (tp *topology) mongoURI() string { return "mongodb://" + localproc.HostPort(tp.mongoPort) + "/" }
 
 // topology is the running installation: every process, its ports, and
 // the suite's own connections to NATS and MongoDB for the checks.
@@ -141,7 +116,7 @@ type topology struct {
 	dir        string // run directory: configuration, data, logs
 	gamerelay  string // binary
 	natsServer string // binary
-	sp         *spawner
+	sp         *localproc.Spawner
 	natsPort   []int
 	natsHTTP   []int
 	natsURLs   string
@@ -158,60 +133,17 @@ type topology struct {
 	gwAlive []bool // gateways players may connect to
 }
 
-func hostPort(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-
-// freePorts picks n distinct free ports below the kernel's ephemeral
-// range (where outgoing connections take their local ports), so a port
-// stays free while its process is down between a kill and a restart.
-func freePorts(n int) ([]int, error) {
-	lo := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil {
-				lo = v
-			}
-		}
-	}
-	const base = 10000
-	if lo-base < 1000 {
-		lo = 65536 // a range reaching down here: take any port
-	}
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 100*n {
-			return nil, errors.New("no free ports")
-		}
-		addr := "127.0.0.1:0"
-		if lo < 65536 {
-			addr = hostPort(base + rand.IntN(lo-base))
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // startTopology starts everything and waits until it is ready; t.Cleanup
 // kills whatever still runs.
 func startTopology(t *testing.T, dir, gamerelay, natsServer string) *topology {
 	began := time.Now()
-	ports, err := freePorts(3*natsNodes + sequencers + 2*gateways + 2)
+	ports, err := localproc.FreePorts(3*natsNodes + sequencers + 2*gateways + 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	take := func(n int) []int { p := ports[:n]; ports = ports[n:]; return p }
 	tp := &topology{
-		dir: dir, gamerelay: gamerelay, natsServer: natsServer, sp: newSpawner(),
+		dir: dir, gamerelay: gamerelay, natsServer: natsServer, sp: localproc.NewSpawner(),
 		natsPort: take(natsNodes), natsHTTP: take(natsNodes), natsCluster: take(natsNodes),
 		seqAdmin: take(sequencers), gwPort: take(gateways), gwAdmin: take(gateways),
 		seqInc: make([]int, sequencers), gwAlive: make([]bool, gateways),
@@ -219,7 +151,7 @@ func startTopology(t *testing.T, dir, gamerelay, natsServer string) *topology {
 	tp.archAdmin, tp.mongoPort = take(1)[0], take(1)[0]
 	var urls []string
 	for _, p := range tp.natsPort {
-		urls = append(urls, "nats://"+hostPort(p))
+		urls = append(urls, "nats://"+localproc.HostPort(p))
 	}
 	tp.natsURLs = strings.Join(urls, ",")
 	t.Cleanup(tp.cleanup)
@@ -305,7 +237,7 @@ func (tp *topology) cleanup() {
 		_ = tp.mc.Disconnect(ctx)
 		cancel()
 	}
-	tp.sp.close()
+	tp.sp.Close()
 }
 
 func (tp *topology) startSequencer(i int) error {
@@ -356,13 +288,13 @@ func (tp *topology) aliveGateways() []int {
 
 // waitReady polls p's /readyz until it answers 200.
 func waitReady(p *proc, admin int, d time.Duration) error {
-	return waitHTTP(p, "http://"+hostPort(admin)+"/readyz", d)
+	return waitHTTP(p, "http://"+localproc.HostPort(admin)+"/readyz", d)
 }
 
 // waitNATS polls node i's /healthz, which is 200 once its JetStream
 // assets are current.
 func (tp *topology) waitNATS(i int, d time.Duration) error {
-	return waitHTTP(tp.nats[i], "http://"+hostPort(tp.natsHTTP[i])+"/healthz", d)
+	return waitHTTP(tp.nats[i], "http://"+localproc.HostPort(tp.natsHTTP[i])+"/healthz", d)
 }
 
 var httpClient = &http.Client{Timeout: 2 * time.Second}
@@ -461,7 +393,7 @@ func (tp *topology) js() (*nats.Conn, jetstream.JetStream, error) {
 		ok := !n.stopped
 		n.mu.Unlock()
 		if ok && n.running() {
-			urls = append(urls, "nats://"+hostPort(tp.natsPort[i]))
+			urls = append(urls, "nats://"+localproc.HostPort(tp.natsPort[i]))
 		}
 	}
 	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("faults"), nats.Timeout(2*time.Second),
@@ -545,7 +477,7 @@ func (tp *topology) natsBusiest() (int, string, error) {
 	conns := make([]int, natsNodes)
 	var desc []string
 	for i := range natsNodes {
-		resp, err := httpClient.Get("http://" + hostPort(tp.natsHTTP[i]) + "/connz?limit=1024")
+		resp, err := httpClient.Get("http://" + localproc.HostPort(tp.natsHTTP[i]) + "/connz?limit=1024")
 		if err != nil {
 			return -1, "", err
 		}
