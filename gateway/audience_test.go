@@ -106,6 +106,102 @@ func TestPlayerPresenceCoalesced(t *testing.T) {
 	t.Logf("%d joins on 2 gateways: %d presence messages", crowd, messages)
 }
 
+// A batch of events too big to list is stored as its counts; a list stays
+// a list up to the limits, in order.
+func TestPresenceMessageListsOrCounts(t *testing.T) {
+	batch := func(n int, user string) ([]presenceEvent, int) {
+		evs, size := make([]presenceEvent, n), 0
+		for i := range evs {
+			evs[i] = presenceEvent{event: "join", client: fmt.Sprintf("c-%d", i), user: user}
+			if i%3 == 2 {
+				evs[i].event = "leave"
+			}
+			size += presenceEventBytes(evs[i])
+		}
+		return evs, size
+	}
+	for _, tc := range []struct {
+		n      int
+		user   string
+		listed bool
+	}{
+		{1, "", true},
+		{presenceListMax, "ana", true},
+		{presenceListMax + 1, "", false},
+		{9000, "", false},
+		{20, strings.Repeat("u", 1000), false}, // few events, but too many bytes
+	} {
+		evs, size := batch(tc.n, tc.user)
+		m := decode(t, presenceMessage(evs, size))
+		if m["type"] != "presence" || m["client_id"] != "" {
+			t.Fatalf("%d events: not a presence message: %v", tc.n, m)
+		}
+		leaves := tc.n / 3
+		if !tc.listed {
+			if m["joins"] != float64(tc.n-leaves) || m["leaves"] != float64(leaves) || m["events"] != nil {
+				t.Fatalf("%d events: want counts %d/%d, got %v", tc.n, tc.n-leaves, leaves, m)
+			}
+			continue
+		}
+		listed, _ := m["events"].([]any)
+		if len(listed) != tc.n || m["joins"] != nil {
+			t.Fatalf("%d events: want them listed, got %v", tc.n, m)
+		}
+		for i, e := range listed {
+			ev := e.(map[string]any)
+			if ev["client"] != evs[i].client || ev["event"] != evs[i].event {
+				t.Fatalf("event %d is %v, want %+v", i, ev, evs[i])
+			}
+		}
+	}
+}
+
+// A crowd joining one game at once: every join is in the log exactly once,
+// listed or counted, and each player's join precedes its first message.
+func TestCrowdPresenceCountsEveryJoin(t *testing.T) {
+	s := newSystem(t, 1, Config{AllowAnonymous: true})
+	const game, crowd = "arena", 400
+	watcher := dial(t, s.gws[0].url)
+	watcher.send(`{"type":"join","game":"` + game + `"}`)
+	watcher.expect("joined")
+	presenceEvents(t, watcher.expect("presence"), "join")
+	var wg sync.WaitGroup
+	for i := 0; i < crowd; i++ {
+		wg.Go(func() {
+			c := dial(t, s.gws[0].url)
+			c.send(`{"type":"join","game":"` + game + `","history":0}`)
+			c.expect("joined")
+			c.send(fmt.Sprintf(`{"type":"hello","i":%d}`, i))
+		})
+	}
+	wg.Wait()
+	joins, counted, senders := 0, 0, map[string]bool{}
+	for joins < crowd || len(senders) < crowd {
+		m := watcher.next(30 * time.Second)
+		switch m["type"] {
+		case "presence":
+			if n, ok := m["joins"].(float64); ok {
+				joins += int(n)
+				counted++
+				if n+m["leaves"].(float64) <= presenceListMax {
+					t.Fatalf("a batch small enough to list was counted: %v", m)
+				}
+				continue
+			}
+			joins += len(presenceEvents(t, m, "join"))
+		case "hello":
+			senders[m["client_id"].(string)] = true
+			if len(senders) > joins {
+				t.Fatalf("%d players sent before %d joins were in the log (msg_id %d)", len(senders), joins, id(m))
+			}
+		}
+	}
+	if joins != crowd {
+		t.Fatalf("presence recorded %d joins, want %d", joins, crowd)
+	}
+	t.Logf("%d joins: %d presence messages with counts", crowd, counted)
+}
+
 // A player's own join is in the log before its first message, even in a
 // game so busy that its join waits in a long coalescing window.
 func TestPlayerJoinPrecedesItsFirstMessage(t *testing.T) {

@@ -122,7 +122,8 @@ func TestTotalOrderAcrossThreeGateways(t *testing.T) {
 }
 
 // presenceEvents returns the events of presence message m of the given
-// kind ("join" or "leave"), checking their form.
+// kind ("join" or "leave"), checking their form. m must list its events
+// (a batch small enough not to be counted).
 func presenceEvents(t testing.TB, m map[string]any, kind string) []map[string]any {
 	t.Helper()
 	if m["type"] != "presence" || m["client_id"] != "" {

@@ -17,12 +17,18 @@ import (
 // crowd joining a lobby makes a few presence messages, not one per player,
 // and each member receives a few, not one per joiner. A quiet window resets
 // it.
+//
+// A message names its players only while it has at most presenceListMax
+// events in at most presenceListBytes: every message reaches every member
+// and every later joiner, so a list that grew with the crowd would cost
+// the crowd's size squared in bytes (9,000 joins listed one by one to a
+// lobby of up to 9,000 members are gigabytes). A bigger batch is stored as
+// its counts of joins and leaves.
 const (
 	presenceWindow    = 100 * time.Millisecond
 	presenceMaxWindow = 3200 * time.Millisecond
-	// presenceMaxBytes bounds one presence message's events, well within
-	// the sequencer's message limit.
-	presenceMaxBytes = 48 << 10
+	presenceListMax   = 64
+	presenceListBytes = 16 << 10
 )
 
 // presenceEvent is one player joining or leaving.
@@ -112,21 +118,13 @@ func (g *Gateway) presenceLoop(q *presenceQueue) {
 			g.presMu.Unlock()
 			return
 		}
-		// Take what fits in one message; the rest goes next, at once, and
-		// b.done closes when the last of it is stored.
-		events, whole := takePresenceLocked(b)
-		if whole {
-			q.next = nil
-		}
+		q.next = nil
 		g.presMu.Unlock()
 
 		start := time.Now()
-		g.appendPresence(q.game, events)
-		if !whole {
-			continue
-		}
+		g.appendPresence(q.game, b)
 		close(b.done)
-		if len(events) > 1 {
+		if len(b.events) > 1 {
 			window = min(2*window, presenceMaxWindow)
 		} else {
 			window = presenceWindow
@@ -151,31 +149,21 @@ func (g *Gateway) presenceLoop(q *presenceQueue) {
 	}
 }
 
-// takePresenceLocked takes from b the events that fit in one message; whole
-// reports whether that was all of them. g.presMu is held.
-func takePresenceLocked(b *presenceBatch) (events []presenceEvent, whole bool) {
-	if b.size <= presenceMaxBytes {
-		return b.events, true
+// presenceMessage is the presence message of a batch of events that take
+// size bytes listed: the list, or the counts when the list is too long.
+func presenceMessage(events []presenceEvent, size int) []byte {
+	if len(events) <= presenceListMax && size <= presenceListBytes {
+		return presenceBody(events)
 	}
-	size, k := 0, 0
-	for k < len(b.events) {
-		n := presenceEventBytes(b.events[k])
-		if k > 0 && size+n > presenceMaxBytes {
-			break
-		}
-		size += n
-		k++
-	}
-	events = append([]presenceEvent(nil), b.events[:k]...)
-	b.events, b.size = b.events[k:], b.size-size
-	return events, false
+	return presenceCounts(events)
 }
 
 // appendPresence appends one presence message, retrying with the same
 // idempotency key until it is stored or the gateway gives up (a drain ran
 // out of time).
-func (g *Gateway) appendPresence(game string, events []presenceEvent) {
-	body := presenceBody(events)
+func (g *Gateway) appendPresence(game string, b *presenceBatch) {
+	events := b.events
+	body := presenceMessage(events, b.size)
 	idem := g.cfg.Instance + "-presence-" + strconv.FormatUint(g.presenceSeq.Add(1), 36)
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.AppendTimeout)

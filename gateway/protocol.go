@@ -296,3 +296,22 @@ func presenceBody(events []presenceEvent) []byte {
 	}
 	return append(b, `],"client_id":""}`...)
 }
+
+// presenceCounts is the system message summing up a batch of players'
+// joins and leaves too big to list.
+func presenceCounts(events []presenceEvent) []byte {
+	joins, leaves := 0, 0
+	for _, ev := range events {
+		if ev.event == "join" {
+			joins++
+		} else {
+			leaves++
+		}
+	}
+	b := make([]byte, 0, 80)
+	b = append(b, `{"type":"presence","joins":`...)
+	b = strconv.AppendInt(b, int64(joins), 10)
+	b = append(b, `,"leaves":`...)
+	b = strconv.AppendInt(b, int64(leaves), 10)
+	return append(b, `,"client_id":""}`...)
+}

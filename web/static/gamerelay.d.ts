@@ -65,10 +65,19 @@ export interface PresenceEvent {
   user?: string;
 }
 
-/** Players joined or left, in this order (a system message in the log). */
+/**
+ * Players joined or left, in this order (a system message in the log).
+ * When more joined or left at once than one message lists (64), `events`
+ * is absent and `joins` and `leaves` count them instead.
+ */
 export interface PresenceMessage extends GameMessage {
   type: "presence";
-  events: PresenceEvent[];
+  /** The joins and leaves, in order; absent when they are counted. */
+  events?: PresenceEvent[];
+  /** How many players joined, when too many to list. */
+  joins?: number;
+  /** How many players left, when too many to list. */
+  leaves?: number;
 }
 
 /** The game's players and spectators on every gateway (not part of the log). */
