@@ -71,6 +71,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&so.replicas, "cluster-replicas", 3, "cluster suite: replicas of the partition streams and of the reference's stream")
 	fs.IntVar(&so.sequencers, "cluster-sequencers", 1, "cluster suite: sequencer processes (none where gateways embed the sequencer)")
 	fs.IntVar(&so.gateways, "cluster-gateways", 1, "cluster suite: gateway processes; client i connects to gateway i mod N")
+	fs.IntVar(&so.rounds, "cluster-rounds", 3, "cluster suite: rounds of pingpong, every server once per round; the ratios give the median of the rounds'")
 	lf.register(fs, "text")
 	if err := parseFlags(fs, args); err != nil {
 		return err

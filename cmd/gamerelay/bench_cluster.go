@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -416,7 +417,10 @@ func natsVersion(shape clusterShape) string {
 // clusterSuiteRuns is the cluster suite: the join cases, then pingpong
 // and the fan-outs, then replay. Servers compared in a ratio run back to
 // back: the floor, this binary's roles, the baseline's, the bare relay.
-func clusterSuiteRuns(short, baseline bool) []suiteRun {
+// Pingpong, which waits on every hop of every message and so swings most
+// with where the processes and stream leaders fall, runs in the given
+// number of rounds, every server once per round.
+func clusterSuiteRuns(short, baseline bool, rounds int) []suiteRun {
 	z := sizes(short)
 	traffic := []string{srvFloor, srvGamerelay, srvEmbed, srvReference}
 	if baseline {
@@ -431,8 +435,14 @@ func clusterSuiteRuns(short, baseline bool) []suiteRun {
 			// relay again.
 			servers = []string{srvReference, srvGamerelay, srvEmbed}
 		}
-		for _, srv := range servers {
-			runs = append(runs, suiteRun{c.name, c.cfg, srv})
+		n := 1
+		if c.cfg.Mode == "pingpong" {
+			n = max(rounds, 1)
+		}
+		for round := range n {
+			for _, srv := range servers {
+				runs = append(runs, suiteRun{name: c.name, cfg: c.cfg, server: srv, round: round, rounds: n})
+			}
 		}
 	}
 	return addRejoins(runs, z, srvGamerelay, srvEmbed)
@@ -446,9 +456,9 @@ func runClusterSuite(ctx context.Context, so suiteOptions, w io.Writer) error {
 	switch {
 	case so.natsServer == "":
 		return usageError{fmt.Errorf("bench: --cluster needs --nats-server (make bench passes bin/tools/nats-server-<version>)")}
-	case so.partitions < 1 || so.replicas < 1 || so.replicas > natsNodes || so.sequencers < 1 || so.gateways < 1:
-		return usageError{fmt.Errorf("bench: --cluster-partitions %d, --cluster-replicas %d, --cluster-sequencers %d, --cluster-gateways %d: want ≥ 1 (replicas ≤ %d)",
-			so.partitions, so.replicas, so.sequencers, so.gateways, natsNodes)}
+	case so.partitions < 1 || so.replicas < 1 || so.replicas > natsNodes || so.sequencers < 1 || so.gateways < 1 || so.rounds < 1:
+		return usageError{fmt.Errorf("bench: --cluster-partitions %d, --cluster-replicas %d, --cluster-sequencers %d, --cluster-gateways %d, --cluster-rounds %d: want ≥ 1 (replicas ≤ %d)",
+			so.partitions, so.replicas, so.sequencers, so.gateways, so.rounds, natsNodes)}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -465,7 +475,7 @@ func runClusterSuite(ctx context.Context, so suiteOptions, w io.Writer) error {
 		os.RemoveAll(dir)
 		return err
 	}
-	runs := clusterSuiteRuns(so.short, so.baseline != "")
+	runs := clusterSuiteRuns(so.short, so.baseline != "", so.rounds)
 	results, failed, err := runAll(ctx, srv, runs)
 	srv.close()
 	if err == nil && slices.ContainsFunc(failed, func(f string) bool { return f != "" }) {
@@ -521,8 +531,8 @@ func clusterTable(runs []suiteRun, results []*bench.Report, failed []string, inf
 	b.WriteString("nodes do: the next server's are started when the last one's are stopped. Servers compared in a ratio run\n")
 	b.WriteString("back to back; join runs each on a cluster started for them, on new data.\n")
 	verifiedNote(&b)
-	byName, fails := writeRuns(&b, runs, results, failed, natsShare)
-	get := func(r suiteRun, srv string) *bench.Report { return byName[r.name+"/"+srv] }
+	_, fails := writeRuns(&b, runs, results, failed, natsShare)
+	get := func(r suiteRun, srv string) []*bench.Report { return roundReports(runs, results, failed, r.name, srv) }
 
 	fmt.Fprintf(&b, "\nRatios, same run. The headline is gamerelay against reference+checked, the floor of storing every message\n")
 	b.WriteString("with gamerelay's checks on this cluster: as close to it as the design allows (1× = gamerelay costs what that\n")
@@ -530,8 +540,11 @@ func clusterTable(runs []suiteRun, results []*bench.Report, failed []string, inf
 	if sh.baseline != "" {
 		fmt.Fprintf(&b, " Then this binary against the baseline, `%s`, in the same shapes.", filepath.Base(sh.baseline))
 	}
+	b.WriteString(" A case run in several rounds gives the median of the rounds' ratios, each taken within its round, and\nthen every round's.")
 	b.WriteString("\n\n")
 	variants := [][2]string{{srvGamerelay, srvBaseline}, {srvEmbed, srvBaselineEmbed}}
+	thru := func(g, f *bench.Report) float64 { return g.DeliveriesSec / f.DeliveriesSec }
+	cpu := func(g, f *bench.Report) float64 { return g.ServerCPUPerDelivery / f.ServerCPUPerDelivery }
 	seen := map[string]bool{}
 	for _, r := range runs {
 		if seen[r.name] || r.cfg.Mode != "pingpong" && r.cfg.Mode != "fanout" {
@@ -548,27 +561,27 @@ func clusterTable(runs []suiteRun, results []*bench.Report, failed []string, inf
 			switch {
 			case r.cfg.Mode == "pingpong" && floor != nil:
 				parts = append(parts, fmt.Sprintf("%s %s of its throughput, %s its CPU per delivery", v[0],
-					percent(g.DeliveriesSec, floor.DeliveriesSec), times(g.ServerCPUPerDelivery, floor.ServerCPUPerDelivery)))
+					roundRatio(g, floor, thru, percentOf), roundRatio(g, floor, cpu, timesOf)))
 			case floor != nil:
 				parts = append(parts, fmt.Sprintf("%s %s its CPU per delivery (p99 latency %s vs %s)", v[0],
-					times(g.ServerCPUPerDelivery, floor.ServerCPUPerDelivery), g.All.P99.Round(time.Microsecond), floor.All.P99.Round(time.Microsecond)))
+					roundRatio(g, floor, cpu, timesOf), g[0].All.P99.Round(time.Microsecond), floor[0].All.P99.Round(time.Microsecond)))
 			case bigAudience(r) && ref != nil:
-				audienceRatio(&b, r.name, v[0], g, ref)
+				audienceRatio(&b, r.name, v[0], g[0], ref[0])
 			}
 			if old != nil && r.cfg.Mode == "pingpong" {
 				base = append(base, fmt.Sprintf("%s %s the throughput of %s, %s its CPU per delivery", v[0],
-					times(g.DeliveriesSec, old.DeliveriesSec), v[1], times(g.ServerCPUPerDelivery, old.ServerCPUPerDelivery)))
+					roundRatio(g, old, thru, timesOf), v[1], roundRatio(g, old, cpu, timesOf)))
 			} else if old != nil {
-				base = append(base, fmt.Sprintf("%s %s the CPU per delivery of %s", v[0], times(g.ServerCPUPerDelivery, old.ServerCPUPerDelivery), v[1]))
+				base = append(base, fmt.Sprintf("%s %s the CPU per delivery of %s", v[0], roundRatio(g, old, cpu, timesOf), v[1]))
 			}
 		}
 		if len(parts) > 0 {
 			fmt.Fprintf(&b, "- %s, against reference+checked: %s", r.name, strings.Join(parts, "; "))
 			if ref != nil && floor != nil && r.cfg.Mode == "pingpong" {
 				fmt.Fprintf(&b, " (reference+checked: %s of the bare reference's throughput, %s its CPU per delivery)",
-					percent(floor.DeliveriesSec, ref.DeliveriesSec), times(floor.ServerCPUPerDelivery, ref.ServerCPUPerDelivery))
+					roundRatio(floor, ref, thru, percentOf), roundRatio(floor, ref, cpu, timesOf))
 			} else if ref != nil && floor != nil {
-				fmt.Fprintf(&b, " (reference+checked: %s the bare reference's CPU per delivery)", times(floor.ServerCPUPerDelivery, ref.ServerCPUPerDelivery))
+				fmt.Fprintf(&b, " (reference+checked: %s the bare reference's CPU per delivery)", roundRatio(floor, ref, cpu, timesOf))
 			}
 			b.WriteString("\n")
 		}
@@ -596,16 +609,66 @@ func natsShare(r suiteRun, rep *bench.Report) string {
 	return fmt.Sprintf(" (NATS %.0f %%)", 100*n/rep.ServerCPUSeconds)
 }
 
-func percent(x, y float64) string {
-	if y <= 0 {
-		return "n/a"
+// roundReports returns the reports of case name against server, one per
+// round in round order, nil where that round failed; nil if none ran.
+func roundReports(runs []suiteRun, results []*bench.Report, failed []string, name, server string) []*bench.Report {
+	var out []*bench.Report
+	ok := false
+	for i, r := range runs {
+		if r.name != name || r.server != server {
+			continue
+		}
+		for len(out) <= r.round {
+			out = append(out, nil)
+		}
+		if results[i] != nil && (failed == nil || failed[i] == "") {
+			out[r.round], ok = results[i], true
+		}
 	}
-	return fmt.Sprintf("%.0f %%", 100*x/y)
+	if !ok {
+		return nil
+	}
+	return out
 }
 
-func times(x, y float64) string {
-	if y <= 0 {
+// roundRatio formats f(a, b) taken within each round in which both ran:
+// the value for one round; for several, their median, then each round's.
+func roundRatio(a, b []*bench.Report, f func(a, b *bench.Report) float64, format func(float64) string) string {
+	var vs []float64
+	for i := range min(len(a), len(b)) {
+		if a[i] != nil && b[i] != nil {
+			vs = append(vs, f(a[i], b[i]))
+		}
+	}
+	switch len(vs) {
+	case 0:
+		return "n/a"
+	case 1:
+		return format(vs[0])
+	}
+	each := make([]string, len(vs))
+	for i, v := range vs {
+		each[i] = format(v)
+	}
+	sorted := slices.Clone(vs)
+	slices.Sort(sorted)
+	med := sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		med = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
+	}
+	return fmt.Sprintf("%s (median of %d rounds: %s)", format(med), len(vs), strings.Join(each, ", "))
+}
+
+func percentOf(v float64) string {
+	if math.IsInf(v, 0) || math.IsNaN(v) {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.2f×", x/y)
+	return fmt.Sprintf("%.0f %%", 100*v)
+}
+
+func timesOf(v float64) string {
+	if math.IsInf(v, 0) || math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", v)
 }

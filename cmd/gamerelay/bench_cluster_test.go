@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -207,12 +208,12 @@ func TestClusterTable(t *testing.T) {
 	big := bench.Config{Mode: "fanout", Games: 1, Players: 2, Spectators: 10_000}
 	var runs []suiteRun
 	for _, srv := range []string{srvFloor, srvGamerelay, srvBaseline, srvEmbed, srvBaselineEmbed, srvReference} {
-		runs = append(runs, suiteRun{"pp", pp, srv})
+		runs = append(runs, suiteRun{name: "pp", cfg: pp, server: srv})
 	}
 	for _, srv := range []string{srvFloor, srvGamerelay, srvBaseline, srvEmbed, srvBaselineEmbed, srvReference} {
-		runs = append(runs, suiteRun{"fo", fo, srv})
+		runs = append(runs, suiteRun{name: "fo", cfg: fo, server: srv})
 	}
-	runs = append(runs, suiteRun{"big", big, srvReference}, suiteRun{"big", big, srvGamerelay}, suiteRun{"big", big, srvEmbed})
+	runs = append(runs, suiteRun{name: "big", cfg: big, server: srvReference}, suiteRun{name: "big", cfg: big, server: srvGamerelay}, suiteRun{name: "big", cfg: big, server: srvEmbed})
 	// The NATS nodes take three quarters of every server's CPU on the
 	// cluster.
 	rep := func(dels, cpu float64, p99 time.Duration, nats bool) *bench.Report {
@@ -256,6 +257,65 @@ func TestClusterTable(t *testing.T) {
 	for _, never := range []string{"BRIEF", "issue"} {
 		if strings.Contains(got, never) {
 			t.Errorf("table mentions %q:\n%s", never, got)
+		}
+	}
+}
+
+// Pingpong runs in rounds, every server once per round, back to back; the
+// ratios give the median of the rounds' and each round's, a failed round
+// left out.
+func TestClusterRounds(t *testing.T) {
+	runs := clusterSuiteRuns(true, true, 3)
+	var order []string
+	for _, r := range runs {
+		if r.cfg.Mode == "pingpong" {
+			order = append(order, fmt.Sprintf("%d/%s", r.round, r.server))
+			if r.rounds != 3 {
+				t.Fatalf("pingpong run %+v: rounds %d, want 3", r, r.rounds)
+			}
+		} else if r.rounds > 1 {
+			t.Fatalf("%s runs in %d rounds; only pingpong should", r.name, r.rounds)
+		}
+	}
+	servers := []string{srvFloor, srvGamerelay, srvBaseline, srvEmbed, srvBaselineEmbed, srvReference}
+	var want []string
+	for round := range 3 {
+		for _, srv := range servers {
+			want = append(want, fmt.Sprintf("%d/%s", round, srv))
+		}
+	}
+	if !slices.Equal(order, want) {
+		t.Fatalf("pingpong runs in order %v, want %v", order, want)
+	}
+
+	pp := bench.Config{Mode: "pingpong", Games: 10, Players: 1}
+	runs = nil
+	for round := range 3 {
+		for _, srv := range []string{srvFloor, srvGamerelay, srvBaseline} {
+			runs = append(runs, suiteRun{name: "pp", cfg: pp, server: srv, round: round, rounds: 3})
+		}
+	}
+	rep := func(dels, cpu float64) *bench.Report {
+		return &bench.Report{Sends: 1, SendsPerSec: dels, DeliveriesSec: dels, ServerCPUPerDelivery: cpu, All: bench.Latency{Count: 1, P50: time.Millisecond, P99: 2 * time.Millisecond}}
+	}
+	results := []*bench.Report{
+		rep(1000, 500), rep(600, 800), rep(500, 800),
+		rep(1000, 500), rep(900, 500), rep(600, 700),
+		rep(1000, 500), rep(700, 600), nil,
+	}
+	failed := make([]string, len(runs))
+	failed[8] = "bench: order violation"
+	got := clusterTable(runs, results, failed, clusterInfo{shape: clusterShape{baseline: "/tmp/old", partitions: 4, replicas: 3, sequencers: 1, gateways: 1}, nats: "v2"})
+	for _, want := range []string{
+		"| pp, round 2 of 3 | gamerelay | 900 | 900 |",
+		"| pp, round 3 of 3 | baseline | failed |",
+		"- pp, against reference+checked: gamerelay 70 % (median of 3 rounds: 60 %, 90 %, 70 %) of its throughput, 1.20× (median of 3 rounds: 1.60×, 1.00×, 1.20×) its CPU per delivery",
+		// Round 3's baseline failed: two pairs remain.
+		"- pp, this binary against the baseline: gamerelay 1.35× (median of 2 rounds: 1.20×, 1.50×) the throughput of baseline, 0.86× (median of 2 rounds: 1.00×, 0.71×) its CPU per delivery",
+		"- pp, round 3 of 3 against baseline: bench: order violation",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
 		}
 	}
 }

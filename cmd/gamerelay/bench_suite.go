@@ -29,6 +29,18 @@ type suiteRun struct {
 	name   string
 	cfg    bench.Config
 	server string // "gamerelay", "reference", "reference+js" or "reference+checked"
+	// round counts from 0 among the rounds of a case run several times
+	// (rounds > 1), every server once per round, back to back.
+	round, rounds int
+}
+
+// label names the run in the tables: its case, and its round if the case
+// runs in several.
+func (r suiteRun) label() string {
+	if r.rounds > 1 {
+		return fmt.Sprintf("%s, round %d of %d", r.name, r.round+1, r.rounds)
+	}
+	return r.name
 }
 
 // fresh reports whether the run measures memory, so runs on a server
@@ -47,6 +59,7 @@ type suiteOptions struct {
 	natsServer                                 string // nats-server binary
 	baseline                                   string // another gamerelay binary, or ""
 	partitions, replicas, sequencers, gateways int
+	rounds                                     int // pingpong rounds
 }
 
 // suiteServers starts, restarts and stops the servers of a suite.
@@ -69,14 +82,14 @@ func runAll(ctx context.Context, srv suiteServers, runs []suiteRun) ([]*bench.Re
 	results := make([]*bench.Report, len(runs))
 	failed := make([]string, len(runs))
 	for i, r := range runs {
-		fmt.Fprintf(os.Stderr, "bench suite: %s against %s\n", r.name, r.server)
+		fmt.Fprintf(os.Stderr, "bench suite: %s against %s\n", r.label(), r.server)
 		url, pids, err := srv.prepare(ctx, r.server, r.fresh())
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
 		if err != nil {
 			failed[i] = "starting the server: " + err.Error()
-			fmt.Fprintf(os.Stderr, "bench suite: %s against %s: %s\n", r.name, r.server, failed[i])
+			fmt.Fprintf(os.Stderr, "bench suite: %s against %s: %s\n", r.label(), r.server, failed[i])
 			continue
 		}
 		cfg := r.cfg
@@ -94,7 +107,7 @@ func runAll(ctx context.Context, srv suiteServers, runs []suiteRun) ([]*bench.Re
 			results[i] = rep
 		}
 		if failed[i] != "" {
-			fmt.Fprintf(os.Stderr, "bench suite: %s against %s: %s\n", r.name, r.server, failed[i])
+			fmt.Fprintf(os.Stderr, "bench suite: %s against %s: %s\n", r.label(), r.server, failed[i])
 		}
 	}
 	return results, failed, nil
@@ -293,7 +306,7 @@ func addJoins(runs []suiteRun, z suiteSizes, servers ...string) []suiteRun {
 			}
 			cfg := bench.Config{Mode: "join", Role: role, Clients: j.clients, Games: j.games, Inflight: 200, Settle: z.settle}
 			for _, srv := range servers {
-				runs = append(runs, suiteRun{name, cfg, srv})
+				runs = append(runs, suiteRun{name: name, cfg: cfg, server: srv})
 			}
 		}
 	}
@@ -308,7 +321,7 @@ func addRejoins(runs []suiteRun, z suiteSizes, servers ...string) []suiteRun {
 			name = fmt.Sprintf("rejoin 1,000 messages, %d others", others)
 		}
 		for _, srv := range servers {
-			runs = append(runs, suiteRun{name, bench.Config{Mode: "rejoin", History: 1000, Others: others, Rejoins: 50}, srv})
+			runs = append(runs, suiteRun{name: name, cfg: bench.Config{Mode: "rejoin", History: 1000, Others: others, Rejoins: 50}, server: srv})
 		}
 	}
 	return runs
@@ -323,7 +336,7 @@ func devSuiteRuns(short bool) []suiteRun {
 	var runs []suiteRun
 	add := func(name string, cfg bench.Config, servers ...string) {
 		for _, srv := range servers {
-			runs = append(runs, suiteRun{name, cfg, srv})
+			runs = append(runs, suiteRun{name: name, cfg: cfg, server: srv})
 		}
 	}
 	all := []string{"reference", "reference+js", "reference+checked", "gamerelay"}
@@ -429,9 +442,9 @@ func writeRuns(b *strings.Builder, runs []suiteRun, results []*bench.Report, fai
 			if failed != nil && failed[i] != "" {
 				why = failed[i]
 			}
-			fails = append(fails, fmt.Sprintf("- %s against %s: %s\n", r.name, r.server, why))
+			fails = append(fails, fmt.Sprintf("- %s against %s: %s\n", r.label(), r.server, why))
 			if r.cfg.Mode != "join" {
-				fmt.Fprintf(b, "| %s | %s | failed |  |  |  |  |  |\n", r.name, r.server)
+				fmt.Fprintf(b, "| %s | %s | failed |  |  |  |  |  |\n", r.label(), r.server)
 			}
 			continue
 		}
@@ -462,7 +475,7 @@ func writeRuns(b *strings.Builder, runs []suiteRun, results []*bench.Report, fai
 				dels += fmt.Sprintf(" (+%s)", rep.Drain.Round(100*time.Millisecond))
 			}
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.server, sends, dels, lat, cpu, rss, replay)
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.label(), r.server, sends, dels, lat, cpu, rss, replay)
 	}
 	joinTable(b, runs, results, failed)
 	return byName, fails

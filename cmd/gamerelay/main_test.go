@@ -309,9 +309,9 @@ func TestSuiteTableRatios(t *testing.T) {
 	pp := bench.Config{Mode: "pingpong", Games: 10, Players: 1}
 	fo := bench.Config{Mode: "fanout", Games: 10, Players: 1, Spectators: 3}
 	runs := []suiteRun{
-		{"pp", pp, "reference"}, {"pp", pp, "reference+js"}, {"pp", pp, "reference+checked"}, {"pp", pp, "gamerelay"},
-		{"fo", fo, "reference"}, {"fo", fo, "reference+js"}, {"fo", fo, "reference+checked"}, {"fo", fo, "gamerelay"},
-		{"rj small", bench.Config{Mode: "rejoin"}, "gamerelay"}, {"rj big", bench.Config{Mode: "rejoin"}, "gamerelay"},
+		{name: "pp", cfg: pp, server: "reference"}, {name: "pp", cfg: pp, server: "reference+js"}, {name: "pp", cfg: pp, server: "reference+checked"}, {name: "pp", cfg: pp, server: "gamerelay"},
+		{name: "fo", cfg: fo, server: "reference"}, {name: "fo", cfg: fo, server: "reference+js"}, {name: "fo", cfg: fo, server: "reference+checked"}, {name: "fo", cfg: fo, server: "gamerelay"},
+		{name: "rj small", cfg: bench.Config{Mode: "rejoin"}, server: "gamerelay"}, {name: "rj big", cfg: bench.Config{Mode: "rejoin"}, server: "gamerelay"},
 	}
 	rep := func(dels, cpu float64, p99 time.Duration) *bench.Report {
 		return &bench.Report{Sends: 1, SendsPerSec: dels, DeliveriesSec: dels, ServerCPUPerDelivery: cpu, All: bench.Latency{Count: 1, P50: p99 / 2, P99: p99}}
@@ -347,14 +347,14 @@ func TestSuiteTableJoins(t *testing.T) {
 	}
 	big := bench.Config{Mode: "fanout", Games: 1, Players: 2, Spectators: 10_000, Rate: 20}
 	runs := []suiteRun{
-		{"j1", join("player", 9000, 1), "reference"}, {"j1", join("player", 9000, 1), "gamerelay"},
-		{"j900", join("player", 9000, 900), "reference"}, {"j900", join("player", 9000, 900), "gamerelay"},
-		{"jsmall", join("player", 1000, 1), "reference"}, {"jsmall", join("player", 1000, 1), "gamerelay"},
-		{"s1", join("spectator", 9000, 1), "reference"}, {"s1", join("spectator", 9000, 1), "gamerelay"},
-		{"s900", join("spectator", 9000, 900), "reference"}, {"s900", join("spectator", 9000, 900), "gamerelay"},
-		{"ssmall", join("spectator", 1000, 1), "reference"}, {"ssmall", join("spectator", 1000, 1), "gamerelay"},
-		{"audience", big, "reference"}, {"audience", big, "gamerelay"},
-		{"pp", bench.Config{Mode: "pingpong"}, "gamerelay"},
+		{name: "j1", cfg: join("player", 9000, 1), server: "reference"}, {name: "j1", cfg: join("player", 9000, 1), server: "gamerelay"},
+		{name: "j900", cfg: join("player", 9000, 900), server: "reference"}, {name: "j900", cfg: join("player", 9000, 900), server: "gamerelay"},
+		{name: "jsmall", cfg: join("player", 1000, 1), server: "reference"}, {name: "jsmall", cfg: join("player", 1000, 1), server: "gamerelay"},
+		{name: "s1", cfg: join("spectator", 9000, 1), server: "reference"}, {name: "s1", cfg: join("spectator", 9000, 1), server: "gamerelay"},
+		{name: "s900", cfg: join("spectator", 9000, 900), server: "reference"}, {name: "s900", cfg: join("spectator", 9000, 900), server: "gamerelay"},
+		{name: "ssmall", cfg: join("spectator", 1000, 1), server: "reference"}, {name: "ssmall", cfg: join("spectator", 1000, 1), server: "gamerelay"},
+		{name: "audience", cfg: big, server: "reference"}, {name: "audience", cfg: big, server: "gamerelay"},
+		{name: "pp", cfg: bench.Config{Mode: "pingpong"}, server: "gamerelay"},
 	}
 	// Until quiet, a join's deliveries and CPU are twice what they were
 	// when all had joined, and quiet comes a second after.
