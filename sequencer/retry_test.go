@@ -149,21 +149,50 @@ func TestRetryDuplicateInProcess(t *testing.T) {
 // and is settled message by message, each as the duplicate it is.
 func TestRetryBatchLostAck(t *testing.T) {
 	withRetryAppender(t, func(a *Appender, log *fakeLog) {
+		// The first message's publish waits until the four are queued
+		// behind it, so that they go as one batch: the one whose ack is
+		// lost.
+		entered, release := make(chan struct{}), make(chan struct{})
+		first := true
 		log.setFault(func(msgs []*nats.Msg) fakeFault {
-			if len(msgs) > 1 {
+			switch {
+			case first:
+				first = false
+				close(entered)
+				<-release
+			case len(msgs) > 1:
 				log.fault = nil // only this one
 				return fakeFault{err: errConnLost, after: true}
 			}
 			return fakeFault{}
 		})
-		bodies := [][]byte{tbody(1), tbody(2), tbody(3), tbody(4)}
-		res, errs := appendAll(t, a, "g", bodies, []string{"a", "b", "c", "d"})
-		for i := range bodies {
+		var wg sync.WaitGroup
+		res, errs := make([]Result, 5), make([]error, 5)
+		enqueue := func(i int) {
+			wg.Add(1)
+			if err := a.AppendAsync("g", tbody(i), fmt.Sprintf("k%d", i), func(r Result, err error) {
+				res[i], errs[i] = r, err
+				wg.Done()
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		enqueue(0)
+		<-entered
+		for i := 1; i < 5; i++ {
+			enqueue(i)
+		}
+		close(release)
+		wg.Wait()
+		if errs[0] != nil || res[0].MsgID != 1 || res[0].Duplicate {
+			t.Fatalf("first message: %+v, %v; want msg_id 1", res[0], errs[0])
+		}
+		for i := 1; i < 5; i++ {
 			if errs[i] != nil || res[i].MsgID != uint64(i+1) || !res[i].Duplicate {
 				t.Fatalf("message %d: %+v, %v; want msg_id %d as a duplicate", i, res[i], errs[i], i+1)
 			}
 		}
-		checkIDs(t, log, "g", 4)
+		checkIDs(t, log, "g", 5)
 	})
 }
 
