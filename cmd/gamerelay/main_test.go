@@ -325,16 +325,12 @@ func TestSuiteTableRatios(t *testing.T) {
 		replay(10_000, 20*ms), replay(1_000_000, 25*ms),
 	}
 	got := suiteTable(runs, results, nil)
-	for _, want := range []string{
+	tableHas(t, got,
 		"- pp: throughput 33 % of the reference (target ≥ 80 %) [50 %, 42 %], 80 % of reference+checked; CPU per delivery 4.00× [2.50×, 3.33×], 1.20× reference+checked",
 		"- fo: CPU per delivery 3.00× (target ≤ 1.3×) [2.00×, 2.50×], 1.20× reference+checked; p99 latency 4ms vs 1ms [2ms, 3ms]",
 		"- replay of 1,000 messages: p50 with 1000000 others / with 10000 others = 1.25×",
 		"| pp | reference+checked | 25000 | 25000 | 1.5ms / 3ms | 40.0 |  |  |",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("table lacks %q:\n%s", want, got)
-		}
-	}
+	)
 }
 
 // The join runs get a table of their own and the ratios that say whether
@@ -383,7 +379,7 @@ func TestSuiteTableJoins(t *testing.T) {
 	failed := make([]string, len(runs))
 	failed[len(runs)-1] = "verification failed: 2 order violations"
 	got := suiteTable(runs, results, failed)
-	for _, want := range []string{
+	tableHas(t, got,
 		"| run | server | all joined in | quiet after | join p50 / p99 | deliveries per join | server CPU µs/join | RSS growth/conn | failures |",
 		"| j1 | gamerelay | 30s | 1s | 2ms / 40ms | 9000.0 / 18000.0 | 250 / 500 | 12.0 KiB | 4 of 9000 (closed 1013 3, timeout 1) |",
 		"| jsmall | reference | 250ms | 1s | 2ms / 40ms | 0.0 / 0.0 | 250 / 500 | 4.0 KiB | none |",
@@ -396,11 +392,7 @@ func TestSuiteTableJoins(t *testing.T) {
 		"- audience: gamerelay's CPU per delivery 1.50× the reference's (7.5 vs 5.0 µs); 399000 vs 400000 deliveries/s; p99 latency 40ms vs 10ms; every spectator got every message in order",
 		"| pp | gamerelay | failed |",
 		"- pp against gamerelay: verification failed: 2 order violations",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("table lacks %q:\n%s", want, got)
-		}
-	}
+	)
 	if strings.Contains(got, "| j1 | gamerelay | 1 |") {
 		t.Errorf("a join run in the traffic table:\n%s", got)
 	}
@@ -443,5 +435,15 @@ func TestDevListenersLocalByDefault(t *testing.T) {
 				t.Fatalf("--expose: listen %q admin %q, want %q %q", *listen, *admin, tc.listen, tc.admin)
 			}
 		})
+	}
+}
+
+// tableHas checks that a generated table holds every one of wants.
+func tableHas(t *testing.T, got string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
 	}
 }
