@@ -165,16 +165,7 @@ func TestCrowdPresenceCountsEveryJoin(t *testing.T) {
 	watcher.send(`{"type":"join","game":"` + game + `"}`)
 	watcher.expect("joined")
 	presenceEvents(t, watcher.expect("presence"), "join")
-	var wg sync.WaitGroup
-	for i := 0; i < crowd; i++ {
-		wg.Go(func() {
-			c := dial(t, s.gws[0].url)
-			c.send(`{"type":"join","game":"` + game + `","history":0}`)
-			c.expect("joined")
-			c.send(fmt.Sprintf(`{"type":"hello","i":%d}`, i))
-		})
-	}
-	wg.Wait()
+	joinAndSayHello(t, s.gws[0].url, game, `"history":0`, crowd)
 	joins, counted, senders := 0, 0, map[string]bool{}
 	for joins < crowd || len(senders) < crowd {
 		m := watcher.next(30 * time.Second)
@@ -202,6 +193,23 @@ func TestCrowdPresenceCountsEveryJoin(t *testing.T) {
 	t.Logf("%d joins: %d presence messages with counts", crowd, counted)
 }
 
+// joinAndSayHello has n players join game at once on url, the join frame
+// carrying member (such as `"history":0`), each sending
+// {"type":"hello","i":i} as soon as it joined; it returns when all have.
+func joinAndSayHello(t *testing.T, url, game, member string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Go(func() {
+			c := dial(t, url)
+			c.send(`{"type":"join","game":"` + game + `",` + member + `}`)
+			c.expect("joined")
+			c.send(fmt.Sprintf(`{"type":"hello","i":%d}`, i))
+		})
+	}
+	wg.Wait()
+}
+
 // A player's own join is in the log before its first message, even in a
 // game so busy that its join waits in a long coalescing window.
 func TestPlayerJoinPrecedesItsFirstMessage(t *testing.T) {
@@ -210,16 +218,7 @@ func TestPlayerJoinPrecedesItsFirstMessage(t *testing.T) {
 	watcher := dial(t, s.gws[0].url)
 	watcher.send(`{"type":"join","game":"` + game + `"}`)
 	watcher.expect("joined")
-	var wg sync.WaitGroup
-	for i := 0; i < players; i++ {
-		wg.Go(func() {
-			c := dial(t, s.gws[0].url)
-			c.send(`{"type":"join","game":"` + game + `","since":1000000}`)
-			c.expect("joined")
-			c.send(fmt.Sprintf(`{"type":"hello","i":%d}`, i))
-		})
-	}
-	wg.Wait()
+	joinAndSayHello(t, s.gws[0].url, game, `"since":1000000`, players)
 	joined := map[string]bool{}
 	hellos := 0
 	for hellos < players {
