@@ -52,6 +52,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&cfg.SinceHead, "since-head", false, "join: join with since = the game's current head, a resume that replays nothing (default: since=0, replay everything)")
 	fs.DurationVar(&cfg.Settle, "settle", 30e9, "join: how long after the last join the server's RSS is read (--server-pid; no GC is forced)")
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", 60e9, "join, and the spectators of pingpong and fanout: a join not complete this long after connect fails")
+	fs.StringVar(&cfg.RunID, "run-id", "", "part of every game's name (games b<id>-<n>, ...): runs with one id on one server share games, runs on different servers with one id spread games over partitions alike; default: from the clock")
 	fs.DurationVar(&cfg.Stall, "stall", 10e9, "pingpong, fanout: after the last send the run waits until every message sent came back to its sender and all clients are quiet; it gives up when deliveries pause this long")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8090", "reference: listen address")

@@ -45,6 +45,7 @@ type Config struct {
 	JoinTimeout time.Duration // bound on one join, connect to complete, default 60s
 	Settle      time.Duration // join: wait after the last join before reading the server's RSS, default 30s
 	Stall       time.Duration // pingpong, fanout: after the last send, how long deliveries may pause before the run is verified as it stands, default 10s
+	RunID       string        // part of every game's name, so runs on one server never share games; default: from the clock
 
 	signer *token.Signer // from TokenSecret, set by Run
 }
@@ -233,6 +234,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // runID makes game names unique per run, so runs against one server don't mix.
 func runID() string { return strconv.FormatInt(time.Now().UnixNano()%1e9, 36) }
 
+// runID is the part of the run's game names that sets it apart.
+func (c Config) runID() string {
+	if c.RunID != "" {
+		return c.RunID
+	}
+	return runID()
+}
+
 // urlFor is the URL client idx connects to: with several, the (idx mod
 // n)-th.
 func (cfg Config) urlFor(idx int) string {
@@ -300,7 +309,7 @@ func openPlayers(ctx context.Context, cfg Config, game string, firstIdx int) ([]
 }
 
 func runTraffic(ctx context.Context, cfg Config) (*Report, error) {
-	id := runID()
+	id := cfg.runID()
 	n := cfg.Players + cfg.Spectators
 	var (
 		games   = make([][]*bclient, cfg.Games)
@@ -629,7 +638,7 @@ func sameSequence(cs []*bclient) bool {
 }
 
 func runIdle(ctx context.Context, cfg Config) (*Report, error) {
-	id := runID()
+	id := cfg.runID()
 	rss0 := readRSS(cfg.ServerPIDs)
 	var cs []*bclient
 	defer func() { closeAll(cs) }()
@@ -675,7 +684,7 @@ func runIdle(ctx context.Context, cfg Config) (*Report, error) {
 // messages to one game, then measures cold joins with since=0 replaying
 // the whole game.
 func runRejoin(ctx context.Context, cfg Config) (*Report, error) {
-	id := runID()
+	id := cfg.runID()
 	if err := fill(ctx, cfg, "o"+id, cfg.Others, 64); err != nil {
 		return nil, err
 	}

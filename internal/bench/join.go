@@ -295,7 +295,7 @@ func (cfg Config) createGames(ctx context.Context, names []string, firstIdx int,
 // runJoin measures joining: Clients clients join Games games (client i
 // joins game i mod Games), Inflight at a time.
 func runJoin(ctx context.Context, cfg Config) (*Report, error) {
-	id := runID()
+	id := cfg.runID()
 	names := make([]string, cfg.Games)
 	for g := range names {
 		names[g] = fmt.Sprintf("j%s-%d", id, g)
