@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -18,6 +19,9 @@ import (
 
 	"github.com/gamerelay/gamerelay/internal/bench"
 	"github.com/gamerelay/gamerelay/internal/localproc"
+	"github.com/gamerelay/gamerelay/internal/wire"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The cluster suite runs the standard cases against production's shape on
@@ -59,10 +63,14 @@ type clusterShape struct {
 // started in order, each ready once its URL answers.
 type clusterTarget struct {
 	onNATS bool // runs on the NATS cluster, whose nodes' CPU and memory are the server's too
-	procs  []*suiteProc
-	ready  []string
-	url    string // the WebSocket URL(s) clients connect to, comma-separated
-	served bool   // a run has used it since it started
+	// streams are the prefixes of the names of the streams the server
+	// stores in; before each run their leaders are moved where the
+	// suite's layout puts them (leaderNode).
+	streams []string
+	procs   []*suiteProc
+	ready   []string
+	url     string // the WebSocket URL(s) clients connect to, comma-separated
+	served  bool   // a run has used it since it started
 }
 
 func (t *clusterTarget) running() bool {
@@ -136,9 +144,10 @@ func newClusterServers(shape clusterShape, dir string) (*clusterServers, error) 
 	}
 	floor := take(1)[0]
 	c.targets[srvFloor] = &clusterTarget{
-		onNATS: true,
+		onNATS:  true,
+		streams: []string{bench.PersistStream},
 		procs: []*suiteProc{c.proc("reference+checked", self, "bench", "--mode", "reference", "--listen", localproc.HostPort(floor),
-			"--persist-nats", c.natsURLs, "--persist-replicas", strconv.Itoa(shape.replicas), "--persist-partitions", strconv.Itoa(shape.partitions), "--persist-checked", "--log-level", "warn")},
+			"--persist-nats", c.nodeURL(gatewayNode(0)), "--persist-replicas", strconv.Itoa(shape.replicas), "--persist-partitions", strconv.Itoa(shape.partitions), "--persist-checked", "--log-level", "warn")},
 		ready: []string{"http://" + localproc.HostPort(floor) + "/"},
 		url:   "ws://" + localproc.HostPort(floor) + "/ws",
 	}
@@ -177,9 +186,10 @@ func (c *clusterServers) proc(name, bin string, args ...string) *suiteProc {
 // sequencer.
 func (c *clusterServers) gamerelayTarget(name, bin, ns string, embed bool, known roleFlags, take func(int) []int) (*clusterTarget, error) {
 	sh := c.shape
-	t := &clusterTarget{onNATS: true}
+	names := wire.Names{NS: ns}
+	t := &clusterTarget{onNATS: true, streams: []string{strings.TrimSuffix(names.Stream(0), "0"),
+		"KV_" + names.LeaseBucket(), "KV_" + names.HeadsBucket(), "KV_" + names.GamesBucket()}}
 	common := []flagArg{
-		{name: "nats", value: c.natsURLs},
 		{name: "namespace", value: ns},
 		{name: "partitions", value: strconv.Itoa(sh.partitions)},
 		{name: "replicas", value: strconv.Itoa(sh.replicas)},
@@ -188,6 +198,7 @@ func (c *clusterServers) gamerelayTarget(name, bin, ns string, embed bool, known
 	if !embed {
 		for i, admin := range take(sh.sequencers) {
 			args, err := known.args("sequencer", append(slices.Clone(common),
+				flagArg{name: "nats", value: c.nodeURL(sequencerNode(i))},
 				flagArg{name: "admin", value: localproc.HostPort(admin)},
 				flagArg{name: "instance", value: fmt.Sprintf("%s-seq%d", ns, i), optional: true}))
 			if err != nil {
@@ -202,6 +213,7 @@ func (c *clusterServers) gamerelayTarget(name, bin, ns string, embed bool, known
 		p := take(2)
 		listen, admin := localproc.HostPort(p[0]), localproc.HostPort(p[1])
 		flags := append(slices.Clone(common),
+			flagArg{name: "nats", value: c.nodeURL(gatewayNode(i))},
 			flagArg{name: "listen", value: listen},
 			flagArg{name: "admin", value: admin},
 			flagArg{name: "token-secret", value: suiteSecret},
@@ -280,13 +292,104 @@ func (rf roleFlags) args(sub string, flags []flagArg) ([]string, error) {
 	return out, nil
 }
 
+// The suite's layout: which node each process connects to and where each
+// stream's leader sits, the same for every server and every run, so that
+// a message makes the same hops whichever server is measured. Production
+// leaves both to chance (nats.go picks a URL, JetStream elects leaders):
+// across runs that would vary the hops, and with them the throughput, by
+// more than most differences between binaries. Gateway i (and the floor's
+// relay) connects to node i mod 3, sequencer i to node i+1 mod 3, so an
+// append crosses a route to reach the sequencer as it mostly does in
+// production.
+func gatewayNode(i int) int   { return i % natsNodes }
+func sequencerNode(i int) int { return (i + 1) % natsNodes }
+
+// leaderNode is the node that leads stream name, one of a server's
+// streams (prefix ends in "_"): the partition streams …_<p> on node
+// p mod 3, the rest (the key-value buckets' streams) on node 0.
+func leaderNode(name string) int {
+	if i := strings.LastIndexByte(name, '_'); i >= 0 {
+		if p, err := strconv.Atoi(name[i+1:]); err == nil {
+			return p % natsNodes
+		}
+	}
+	return 0
+}
+
+// nodeName is node i's server_name.
+func nodeName(i int) string { return fmt.Sprintf("n%d", i) }
+
+// nodeURL is node i's client URL. A process given it learns the other
+// nodes from the cluster and fails over to them like one given all three.
+func (c *clusterServers) nodeURL(i int) string { return "nats://" + localproc.HostPort(c.natsPort[i]) }
+
+// placeLeaders moves the leader of each of t's streams to its node of the
+// layout (leaderNode), asking the leader to step down in favour of it,
+// and waits until each is there.
+func (c *clusterServers) placeLeaders(ctx context.Context, t *clusterTarget) error {
+	if len(t.streams) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	nc, err := nats.Connect(c.natsURLs, nats.Name("gamerelay-bench-suite"))
+	if err != nil {
+		return fmt.Errorf("placing stream leaders: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	names := js.StreamNames(ctx)
+	var mine []string
+	for name := range names.Name() {
+		if slices.ContainsFunc(t.streams, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			mine = append(mine, name)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("placing stream leaders: %w", err)
+	}
+	slices.Sort(mine)
+	for _, name := range mine {
+		if err := placeLeader(ctx, nc, js, name, nodeName(leaderNode(name))); err != nil {
+			return fmt.Errorf("placing the leader of %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// placeLeader steps stream name's leader down in favour of node want
+// until want leads it.
+func placeLeader(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, name, want string) error {
+	req := fmt.Sprintf(`{"placement":{"preferred":%q}}`, want)
+	for {
+		s, err := js.Stream(ctx, name)
+		if err == nil {
+			var info *jetstream.StreamInfo
+			if info, err = s.Info(ctx); err == nil && info.Cluster != nil && info.Cluster.Leader == want {
+				return nil
+			}
+		}
+		if err == nil {
+			_, err = nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+name, []byte(req))
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 func (c *clusterServers) natsConfigPath(i int) string {
 	return filepath.Join(c.dir, fmt.Sprintf("nats-n%d.conf", i))
 }
 
 // natsConfig is node i's configuration in NATS incarnation inc.
 func (c *clusterServers) natsConfig(i, inc int) string {
-	return localproc.NATSNode{Name: fmt.Sprintf("n%d", i), Cluster: "bench", Port: c.natsPort[i], HTTP: c.natsHTTP[i],
+	return localproc.NATSNode{Name: nodeName(i), Cluster: "bench", Port: c.natsPort[i], HTTP: c.natsHTTP[i],
 		Route: c.natsRoute[i], Routes: c.natsRoute, StoreDir: c.natsData(i, inc)}.Config()
 }
 
@@ -376,6 +479,9 @@ func (c *clusterServers) prepare(ctx context.Context, name string, fresh bool) (
 			t.stop()
 			return "", nil, err
 		}
+	}
+	if err := c.placeLeaders(ctx, t); err != nil {
+		return "", nil, err
 	}
 	c.active, t.served = t, true
 	var pids []int
@@ -512,7 +618,9 @@ func clusterTable(runs []suiteRun, results []*bench.Report, failed []string, inf
 	}
 	b.WriteString("\nProduction's shape on one machine, every part a process of its own; client and servers share the machine:\n\n")
 	fmt.Fprintf(&b, "- NATS: three `nats-server` nodes in a JetStream cluster (file storage, `sync_interval` 10s, pings every\n")
-	fmt.Fprintf(&b, "  second), %d partition streams with %d replicas. Every process is given the three URLs and connects to one.\n", sh.partitions, sh.replicas)
+	fmt.Fprintf(&b, "  second), %d partition streams with %d replicas. One layout for every server and run: gateway i and the floor's\n", sh.partitions, sh.replicas)
+	b.WriteString("  relay connect to node i mod 3, sequencer i to node i+1 mod 3; partition stream p is led by node p mod 3, the\n")
+	b.WriteString("  key-value buckets by node 0; the runs of one case and round use the same game names on every server.\n")
 	fmt.Fprintf(&b, "- gamerelay: %d `gamerelay sequencer` and %d `gamerelay gateway`; the gateway appends through the sequencer\n", sh.sequencers, sh.gateways)
 	b.WriteString("  and delivers the live copies it receives over NATS.\n")
 	fmt.Fprintf(&b, "- gamerelay embed: %d `gamerelay gateway --embed-sequencer`, which appends in process and hands its own\n", sh.gateways)

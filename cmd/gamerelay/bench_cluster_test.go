@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -12,8 +14,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gamerelay/gamerelay/internal/bench"
+	"github.com/gamerelay/gamerelay/internal/localproc"
 )
 
 // benchChildEnv makes this test binary a server of the cluster suite:
@@ -88,7 +93,7 @@ func TestClusterServers(t *testing.T) {
 		t.Skip("starts a NATS cluster and gamerelay processes")
 	}
 	shape := clusterShape{natsServer: os.Args[0], gamerelay: os.Args[0], env: []string{benchChildEnv},
-		partitions: 1, replicas: 3, sequencers: 1, gateways: 1}
+		partitions: 2, replicas: 3, sequencers: 1, gateways: 1}
 	c, err := newClusterServers(shape, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -132,6 +137,9 @@ func TestClusterServers(t *testing.T) {
 			t.Fatalf("%s fresh: NATS node still pid %d", tc.server, pids[0])
 		}
 		prev[tc.server] = pids
+		if tc.server != srvReference {
+			checkLayout(t, c, tc.server)
+		}
 		// Only the NATS nodes and the server in use run.
 		running := 0
 		for _, tg := range c.targets {
@@ -151,6 +159,94 @@ func TestClusterServers(t *testing.T) {
 		t.Logf("%s (pids %v):\n%s", tc.server, pids, r)
 		if !r.OK() || r.ServerCPUSeconds <= 0 && cfg.Mode != "join" {
 			t.Fatalf("%s: %s", tc.server, r)
+		}
+	}
+}
+
+// checkLayout checks that server's processes are connected to their
+// nodes of the suite's layout and that its streams' leaders are on theirs.
+func checkLayout(t *testing.T, c *clusterServers, server string) {
+	t.Helper()
+	want := map[string]int{"gamerelay-bench-reference": gatewayNode(0)}
+	if server != srvFloor {
+		want = map[string]int{"gamerelay-gateway": gatewayNode(0), "gamerelay-gateway-live": gatewayNode(0)}
+		if server == srvGamerelay {
+			want["gamerelay-sequencer"] = sequencerNode(0)
+		}
+	}
+	for i, port := range c.natsHTTP {
+		var connz struct{ Connections []struct{ Name string } }
+		if err := getJSON("http://"+localproc.HostPort(port)+"/connz", &connz); err != nil {
+			t.Fatal(err)
+		}
+		for _, cn := range connz.Connections {
+			if n, ok := want[cn.Name]; ok {
+				if n != i {
+					t.Errorf("%s: %s connected to node %d, want %d", server, cn.Name, i, n)
+				}
+				delete(want, cn.Name)
+			}
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("%s: not connected to any node: %v", server, want)
+	}
+	nc, err := nats.Connect(c.natsURLs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	placed := 0
+	for _, prefix := range c.targets[server].streams {
+		for name := range js.StreamNames(context.Background()).Name() {
+			if !strings.HasPrefix(name, prefix) {
+				continue
+			}
+			s, err := js.Stream(context.Background(), name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := s.Info(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := info.Cluster.Leader, nodeName(leaderNode(name)); got != want {
+				t.Errorf("%s: stream %s led by %s, want %s", server, name, got, want)
+			}
+			placed++
+		}
+	}
+	// Two partition streams, and for gamerelay its buckets.
+	if placed < c.shape.partitions {
+		t.Errorf("%s: %d streams checked, want at least %d", server, placed, c.shape.partitions)
+	}
+}
+
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// The layout puts partition p's leader on node p mod 3 and the rest on
+// node 0; gateways and sequencers on different nodes.
+func TestClusterLayout(t *testing.T) {
+	for name, want := range map[string]int{"gr_log_0": 0, "gr_log_1": 1, "gr_log_5": 2, "BENCH_REFERENCE_4": 1,
+		"BENCH_REFERENCE": 0, "KV_gr_leases": 0, "KV_gr_embed_heads": 0} {
+		if got := leaderNode(name); got != want {
+			t.Errorf("leaderNode(%q) = %d, want %d", name, got, want)
+		}
+	}
+	for i := range 4 {
+		if gatewayNode(i) == sequencerNode(i) {
+			t.Errorf("gateway %d and sequencer %d both on node %d", i, i, gatewayNode(i))
 		}
 	}
 }
@@ -260,6 +356,30 @@ func TestClusterTable(t *testing.T) {
 // Pingpong runs in rounds, every server once per round, back to back; the
 // ratios give the median of the rounds' and each round's, a failed round
 // left out.
+// The runs of one case and round name their games alike on every
+// server; no two cases or rounds share a name.
+func TestRunIDs(t *testing.T) {
+	runs := clusterSuiteRuns(true, true, 3)
+	ids := runIDs(runs, "s")
+	byLabel, labelOf := map[string]string{}, map[string]string{}
+	for i, r := range runs {
+		id := ids[i]
+		if !strings.HasPrefix(id, "s") {
+			t.Errorf("run %s: id %q lacks the stamp", r.label(), id)
+		}
+		if prev, ok := byLabel[r.label()]; ok && prev != id {
+			t.Errorf("%s: ids %q and %q on different servers", r.label(), prev, id)
+		}
+		if l, ok := labelOf[id]; ok && l != r.label() {
+			t.Errorf("%s and %s share id %q", l, r.label(), id)
+		}
+		byLabel[r.label()], labelOf[id] = id, r.label()
+	}
+	if len(byLabel) < 10 {
+		t.Errorf("%d distinct runs, want the suite's cases and rounds", len(byLabel))
+	}
+}
+
 func TestClusterRounds(t *testing.T) {
 	runs := clusterSuiteRuns(true, true, 3)
 	var order []string

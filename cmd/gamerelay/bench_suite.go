@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -81,6 +82,7 @@ const suiteSecret = "bench-suite-secret-0123456789abcdef"
 func runAll(ctx context.Context, srv suiteServers, runs []suiteRun) ([]*bench.Report, []string, error) {
 	results := make([]*bench.Report, len(runs))
 	failed := make([]string, len(runs))
+	ids := runIDs(runs, strconv.FormatInt(time.Now().Unix()%1e7, 36))
 	for i, r := range runs {
 		fmt.Fprintf(os.Stderr, "bench suite: %s against %s\n", r.label(), r.server)
 		url, pids, err := srv.prepare(ctx, r.server, r.fresh())
@@ -93,7 +95,7 @@ func runAll(ctx context.Context, srv suiteServers, runs []suiteRun) ([]*bench.Re
 			continue
 		}
 		cfg := r.cfg
-		cfg.URL, cfg.ServerPIDs, cfg.TokenSecret = url, pids, suiteSecret
+		cfg.URL, cfg.ServerPIDs, cfg.TokenSecret, cfg.RunID = url, pids, suiteSecret, ids[i]
 		rep, err := bench.Run(ctx, cfg)
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
@@ -111,6 +113,22 @@ func runAll(ctx context.Context, srv suiteServers, runs []suiteRun) ([]*bench.Re
 		}
 	}
 	return results, failed, nil
+}
+
+// runIDs names the runs' games (bench.Config.RunID): the runs of one case
+// and round share their names, whatever the server, so every server finds
+// the games hashed into the same partitions; different cases and rounds,
+// which run on one server one after the other, never share a game. stamp
+// sets the suite apart from earlier ones on the same servers.
+func runIDs(runs []suiteRun, stamp string) []string {
+	ids, byLabel := make([]string, len(runs)), map[string]string{}
+	for i, r := range runs {
+		if byLabel[r.label()] == "" {
+			byLabel[r.label()] = stamp + "x" + strconv.Itoa(len(byLabel))
+		}
+		ids[i] = byLabel[r.label()]
+	}
+	return ids
 }
 
 // writeSuite writes table into out (between begin and end, or appended
